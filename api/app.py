@@ -1,0 +1,57 @@
+"""The Litestar application: ``create_app()`` is the factory granian serves (``--factory``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from psycopg_pool import ConnectionPool
+
+from api.health import health
+from api.imports import ImportController
+from api.jobs_routes import JobController
+from api.problems import HANDLERS
+from api.state import AppState, signing_secret
+from engine.logs import setup_logging
+from engine.resources import catalog
+from engine.settings import Settings, load_settings
+from engine.storage import open_storage
+from engine.worker import Doorbell
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    setup_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = ConnectionPool(settings.database_url, min_size=1, max_size=10,
+                              kwargs={"autocommit": True}, open=True)
+        doorbell = Doorbell(settings)
+        app.state.app = AppState(
+            settings=settings,
+            pool=pool,
+            storage=open_storage(settings),
+            doorbell=doorbell,
+            catalog=catalog(settings.user_roles),
+            signing_secret=signing_secret(settings),
+        )
+        try:
+            yield
+        finally:
+            doorbell.close()
+            pool.close()
+
+    routes: list[Any] = [health, ImportController, JobController]
+    return Litestar(
+        route_handlers=routes,
+        lifespan=[lifespan],
+        exception_handlers=HANDLERS,
+        state=State(),
+        openapi_config=OpenAPIConfig(title="bulkio", version="0.1.0", path="/schema"),
+        request_max_body_size=None,
+    )

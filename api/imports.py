@@ -1,0 +1,221 @@
+"""``/v1/imports``: upload (streamed to object storage), status, and the error report."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import polars as pl
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from api.multipart import MultipartError, StreamingForm, boundary_of
+from api.problems import Problem
+from api.schemas import JobView
+from api.state import AppState
+from api.views import job_view
+from engine import db, jobs
+from engine.errors import UnsupportedFormat
+from engine.formats import detect_format
+from engine.formats.writers import writer_for
+
+MODES = ("upsert", "insert", "validate_only")
+#: Largest accepted non-file form field (resource, format, mode).
+MAX_FIELD_BYTES = 1024
+REPORT_FORMATS = ("ndjson", "json", "csv")
+REPORT_COLUMNS = ["row", "line", "field", "code", "message", "value"]
+
+
+class _Upload:
+    """Counts and hashes bytes on their way to storage; enforces the upload cap."""
+
+    def __init__(self, limit: int) -> None:
+        self.size = 0
+        self.limit = limit
+        self.sha = hashlib.sha256()
+
+    async def tap(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.size += len(chunk)
+            if self.size > self.limit:
+                raise Problem(413, f"the upload is larger than {self.limit} bytes "
+                                   "(BULKIO_MAX_UPLOAD_BYTES)")
+            self.sha.update(chunk)
+            yield chunk
+
+    async def drain(self, chunks: AsyncIterator[bytes]) -> None:
+        async for _ in self.tap(chunks):
+            pass
+
+
+async def _small(chunks: AsyncIterator[bytes], name: str) -> str:
+    data = b""
+    async for chunk in chunks:
+        data += chunk
+        if len(data) > MAX_FIELD_BYTES:
+            raise Problem(400, f"form field {name!r} is too long")
+    return data.decode("utf-8", "replace").strip()
+
+
+class ImportController(Controller):
+    path = "/v1/imports"
+    tags = ["imports"]
+
+    @post(
+        "/",
+        status_code=202,
+        summary="Upload a file and start an import job",
+        description=(
+            "multipart/form-data with fields `file`, `resource` (users|articles|comments), optional "
+            "`format` (csv|ndjson|json; default from the file name, `.gz` looked through) and "
+            "`mode` (upsert|insert|validate_only). A raw body with the same names as query "
+            "parameters is accepted too. The file streams to object storage; the answer is the "
+            "job (202). `Idempotency-Key` makes retries safe."
+        ),
+    )
+    async def create(self, request: Request[Any, Any, Any], state: Any) -> Response[JobView]:
+        app: AppState = state.app
+        owner = "anonymous"
+        key = request.headers.get("idempotency-key")
+        if key is not None and not (0 < len(key) <= 200):
+            raise Problem(400, "Idempotency-Key must be 1-200 characters")
+        stored_hash: str | None = None
+        if key is not None:
+            reserved = await app.run(jobs.reserve_key, owner, key)
+            stored_hash = reserved if isinstance(reserved, str) else None
+        job_id = jobs.new_job_id()
+        object_key = f"imports/{job_id}/source"
+        upload = _Upload(app.settings.max_upload_bytes)
+        fields = {k: v for k, v in request.query_params.items() if k in ("resource", "format", "mode", "filename")}
+        file_name: str | None = fields.pop("filename", None)
+        got_file = False
+        stored = False
+        try:
+            content_type = request.headers.get("content-type", "")
+            if content_type.startswith("multipart/form-data"):
+                try:
+                    form = StreamingForm(request.stream(), boundary_of(content_type))
+                    async for part, data in form.parts():
+                        if part.name == "file" and not got_file:
+                            got_file = True
+                            file_name = part.filename or file_name
+                            if stored_hash is None:
+                                await app.storage.put_stream(object_key, upload.tap(data))
+                                stored = True
+                            else:
+                                await upload.drain(data)
+                        elif part.name in ("resource", "format", "mode"):
+                            fields[part.name] = await _small(data, part.name)
+                except MultipartError as exc:
+                    raise Problem(400, str(exc)) from exc
+            else:
+                got_file = True
+                if stored_hash is None:
+                    await app.storage.put_stream(object_key, upload.tap(request.stream()))
+                    stored = True
+                else:
+                    await upload.drain(request.stream())
+            resource, fmt, mode = self._check(app, fields, file_name, got_file, upload.size)
+            digest = jobs.request_hash(resource, fmt, mode, upload.sha.hexdigest())
+            if key is not None and stored_hash is not None:
+                job = await app.run(jobs.replay, owner, key, digest)
+                view = job_view(job, base_url=app.settings.public_url, replayed=True)
+                return Response(view, status_code=202, headers={"Idempotent-Replayed": "true"})
+            job = await app.run(
+                jobs.create, job_id=job_id, kind="import", resource=resource, fmt=fmt, mode=mode,
+                owner=owner, file_name=file_name, object_key=object_key, total_bytes=upload.size,
+            )
+            if key is not None:
+                await app.run(jobs.complete_key, owner, key, digest, job.id)
+        except BaseException:
+            if stored:
+                app.storage.delete(object_key)
+            if key is not None and stored_hash is None:
+                await app.run(jobs.release_key, owner, key)
+            raise
+        try:
+            app.doorbell.ring(job.id)
+        except Exception:  # noqa: BLE001 - Redis down: the reconciler enqueues the job later
+            pass
+        headers = {"Location": f"/v1/imports/{job.id}"}
+        if key is not None:
+            headers["Idempotent-Replayed"] = "false"
+        return Response(job_view(job, base_url=app.settings.public_url), status_code=202,
+                        headers=headers)
+
+    @staticmethod
+    def _check(app: AppState, fields: dict[str, str], file_name: str | None, got_file: bool,
+               size: int) -> tuple[str, str, str]:
+        if not got_file:
+            raise Problem(400, "the multipart form has no 'file' field")
+        resource = fields.get("resource", "")
+        if resource not in app.catalog:
+            raise Problem(400, f"resource must be one of {', '.join(app.catalog)}; "
+                               f"got {resource!r}" if resource else
+                               f"the 'resource' field is required ({', '.join(app.catalog)})")
+        mode = fields.get("mode") or "upsert"
+        if mode not in MODES:
+            raise Problem(400, f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        try:
+            fmt = detect_format(file_name, fields.get("format") or None)
+        except UnsupportedFormat as exc:
+            raise Problem(400, str(exc)) from exc
+        if size == 0:
+            raise Problem(400, "the uploaded file is empty")
+        return resource, fmt, mode
+
+    @get("/{job_id:str}", sync_to_thread=True, summary="Status of an import job")
+    def status(self, state: Any, job_id: str) -> JobView:
+        app: AppState = state.app
+        return _job_view(app, job_id, kind="import")
+
+    @get(
+        "/{job_id:str}/errors",
+        sync_to_thread=True,
+        summary="The complete error report of an import job, streamed",
+        description="One entry per error: {row, line, field, code, message, value}, by row.",
+    )
+    def errors(
+        self,
+        state: Any,
+        job_id: str,
+        report_format: str = Parameter(query="format", default="ndjson",
+                                       description="ndjson, json or csv"),
+    ) -> Stream:
+        app: AppState = state.app
+        if report_format not in REPORT_FORMATS:
+            raise Problem(400, f"format must be one of {', '.join(REPORT_FORMATS)}")
+        job = app.sync(jobs.get, job_id, None, "import")
+        if job is None:
+            raise Problem(404, f"no import job {job_id}")
+        writer = writer_for(report_format, REPORT_COLUMNS, formula_guard=app.settings.csv_formula_guard)
+        return Stream(
+            _report(app, job.id, writer),
+            media_type=writer.content_type,
+            headers={"Content-Disposition":
+                     f'attachment; filename="errors-{job.id}.{writer.extension}"'},
+        )
+
+
+def _job_view(app: AppState, job_id: str, kind: str | None) -> JobView:
+    with app.pool.connection() as conn:
+        job = jobs.get(conn, job_id, None, kind)
+        if job is None:
+            raise Problem(404, f"no {kind or ''} job {job_id}".replace("  ", " "))
+        errors = jobs.first_errors(conn, job.id, app.settings.inline_errors) if job.kind == "import" else []
+    return job_view(job, base_url=app.settings.public_url, errors=errors)
+
+
+def _report(app: AppState, job_id: str, writer: Any) -> Iterator[bytes]:
+    yield writer.header()
+    with db.connect_bulk(app.settings.database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT row_no AS row, line_no AS line, field, code, message, value FROM job_errors "
+            f"WHERE job_id = '{job_id}'::uuid ORDER BY row_no, field NULLS FIRST"
+        )
+        reader = cur.fetch_record_batch()
+        for batch in reader:
+            yield writer.batch(pl.from_arrow(batch))  # type: ignore[arg-type]
+    yield writer.footer()

@@ -1,0 +1,36 @@
+"""``/v1/jobs``: any job by id, and cancellation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, get, post
+
+from api.imports import _job_view
+from api.problems import Problem
+from api.schemas import JobView
+from api.state import AppState
+from api.views import job_view
+from engine import jobs
+
+
+class JobController(Controller):
+    path = "/v1/jobs"
+    tags = ["jobs"]
+
+    @get("/{job_id:str}", sync_to_thread=True, summary="Status of any job (import or export)")
+    def status(self, state: Any, job_id: str) -> JobView:
+        return _job_view(state.app, job_id, None)
+
+    @post("/{job_id:str}/cancel", sync_to_thread=True, status_code=202,
+          summary="Cancel a job: queued jobs stop at once, running ones at the next batch")
+    def cancel(self, state: Any, job_id: str) -> JobView:
+        app: AppState = state.app
+        job = app.sync(jobs.get, job_id)
+        if job is None:
+            raise Problem(404, f"no job {job_id}")
+        if job.terminal:
+            raise Problem(409, f"job {job_id} is already {job.status}")
+        updated = app.sync(jobs.request_cancel, job.id)
+        assert updated is not None
+        return job_view(updated, base_url=app.settings.public_url)

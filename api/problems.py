@@ -1,0 +1,80 @@
+"""Errors as ``application/problem+json`` (RFC 9457); never a 500 for bad input."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from engine.errors import (
+    FileError,
+    IdempotencyConflict,
+    IdempotencyInProgress,
+)
+
+log = logging.getLogger("bulkio.api")
+
+PROBLEM = "application/problem+json"
+
+
+class Problem(HTTPException):
+    """Raised by handlers with a status, a title and a precise detail."""
+
+    def __init__(self, status: int, detail: str, *, title: str | None = None,
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail=detail, status_code=status, headers=headers)
+        self.title = title
+        self.extra = extra
+
+
+def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None,
+            **extra: Any) -> Response[dict[str, Any]]:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
+           415: "Unsupported Media Type", 422: "Unprocessable Content",
+           429: "Too Many Requests", 503: "Service Unavailable"}
+
+
+def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    extra: dict[str, Any] = {}
+    if isinstance(exc, Problem):
+        extra = exc.extra
+        title = exc.title or _TITLES.get(status, "Error")
+    else:
+        title = _TITLES.get(status, "Error")
+    if isinstance(exc, ValidationException) and exc.extra:
+        extra["errors"] = exc.extra
+    return problem(status, title, str(exc.detail), headers=exc.headers, **extra)
+
+
+def on_idempotency(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if isinstance(exc, IdempotencyInProgress):
+        return problem(409, "Conflict", str(exc), headers={"Retry-After": "1"})
+    return problem(422, "Unprocessable Content", str(exc))
+
+
+def on_file_error(request: Request[Any, Any, Any], exc: FileError) -> Response[dict[str, Any]]:
+    return problem(400, "Bad Request", str(exc))
+
+
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return problem(HTTP_500_INTERNAL_SERVER_ERROR, "Internal Server Error",
+                   "the server failed to handle this request; it has been logged")
+
+
+HANDLERS: dict[Any, Any] = {
+    HTTPException: on_http,
+    IdempotencyConflict: on_idempotency,
+    IdempotencyInProgress: on_idempotency,
+    FileError: on_file_error,
+    Exception: on_unexpected,
+}

@@ -1,0 +1,73 @@
+"""Request and response shapes (msgspec). Field names follow what clients of the earlier
+services already read (``job_id``, ``total_records``, ``processed``, ``successful``, ``failed``,
+``duration_ms``, ``rows_per_sec``, ``error_report``, ``errors``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class ErrorRow(msgspec.Struct):
+    row: int
+    line: int | None
+    field: str | None
+    code: str
+    message: str
+    value: str | None
+
+
+class Progress(msgspec.Struct):
+    bytes_read: int
+    total_bytes: int | None
+    percent: float | None
+
+
+class JobView(msgspec.Struct, omit_defaults=False):
+    job_id: str
+    kind: str
+    status: str
+    resource: str
+    format: str
+    mode: str | None
+    total_records: int | None
+    processed: int
+    successful: int
+    failed: int
+    error_count: int
+    inserted_records: int
+    updated_records: int
+    duration_ms: int | None
+    rows_per_sec: float | None
+    error_rate: float | None
+    progress: Progress
+    attempts: int
+    created: str
+    updated: str
+    started: str | None = None
+    finished: str | None = None
+    error: str | None = None
+    warnings: list[str] = msgspec.field(default_factory=list)
+    error_report: str | None = None
+    errors: list[ErrorRow] = msgspec.field(default_factory=list)
+    file_name: str | None = None
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+    download_url: str | None = None
+    download_expires_in: int | None = None
+    result_bytes: int | None = None
+    replayed: bool = False
+
+
+class ExportRequest(msgspec.Struct, forbid_unknown_fields=True):
+    resource: str
+    format: str = "ndjson"
+    fields: list[str] | None = None
+    filters: dict[str, Any] | None = None
+    compression: str | None = None
+
+
+class Health(msgspec.Struct):
+    status: str
+    postgres: str
+    redis: str

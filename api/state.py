@@ -1,0 +1,41 @@
+"""What the API holds for its lifetime: settings, a PostgreSQL pool, storage and the doorbell."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from psycopg_pool import ConnectionPool
+
+from engine.resources import Resource
+from engine.settings import Settings
+from engine.storage import Storage
+from engine.worker import Doorbell
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    pool: ConnectionPool
+    storage: Storage
+    doorbell: Doorbell
+    catalog: dict[str, Resource]
+    signing_secret: bytes
+
+    def sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, ...)`` on a pooled connection (call from a worker thread)."""
+        with self.pool.connection() as conn:
+            return fn(conn, *args, **kwargs)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, ...)`` on a pooled connection in a thread (call from async code)."""
+        return await anyio.to_thread.run_sync(lambda: self.sync(fn, *args, **kwargs))
+
+
+def signing_secret(settings: Settings) -> bytes:
+    return settings.signing_secret.encode() if settings.signing_secret else secrets.token_bytes(32)

@@ -1,0 +1,65 @@
+"""Job rows → response structs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from api.schemas import ErrorRow, JobView, Progress
+from engine import jobs
+from engine.jobs import Job
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def job_view(job: Job, *, base_url: str, errors: list[dict[str, Any]] | None = None,
+             download_url: str | None = None, download_ttl: int | None = None,
+             replayed: bool = False) -> JobView:
+    now = datetime.now(UTC)
+    duration = jobs.duration_ms(job, now)
+    processed = int(job.processed)
+    total_bytes = job.total_bytes
+    bytes_read = int(job.bytes_read)
+    percent = None
+    if total_bytes:
+        percent = 100.0 if job.status == "completed" else round(min(bytes_read / total_bytes, 1.0) * 100, 2)
+    report = None
+    if job.kind == "import":
+        report = f"{base_url}/v1/imports/{job.id}/errors?" + urlencode({"format": "ndjson"})
+    return JobView(
+        job_id=job.id,
+        kind=job.kind,
+        status=job.status,
+        resource=job.resource,
+        format=job.format,
+        mode=job.mode,
+        total_records=job.total_records,
+        processed=processed,
+        successful=int(job.successful),
+        failed=int(job.failed),
+        error_count=int(job.error_count),
+        inserted_records=int(job.inserted),
+        updated_records=int(job.updated),
+        duration_ms=duration,
+        rows_per_sec=round(processed / (duration / 1000), 1) if duration else None,
+        error_rate=round(int(job.failed) / processed, 6) if processed else None,
+        progress=Progress(bytes_read, total_bytes, percent),
+        attempts=int(job.attempts),
+        created=_iso(job.created_at) or "",
+        updated=_iso(job.updated_at) or "",
+        started=_iso(job.started_at),
+        finished=_iso(job.finished_at),
+        error=job.error if job.status == "failed" else None,
+        warnings=list(job.warnings or []),
+        error_report=report,
+        errors=[ErrorRow(**e) for e in (errors or [])],
+        file_name=job.file_name,
+        options=dict(job.options or {}),
+        download_url=download_url,
+        download_expires_in=download_ttl if download_url else None,
+        result_bytes=job.result_bytes,
+        replayed=replayed,
+    )

@@ -1,0 +1,243 @@
+"""Readers: a stream of file bytes → batches of validated-shape polars frames.
+
+``read_batches`` is the single entry point: it decodes (gzip, BOM), checks UTF-8, frames whole
+records (``framing``), and parses each block (``parse``). Every batch knows the position right
+after it, which the loader stores as the job's checkpoint; ``read_batches(start=...)`` resumes there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from engine.errors import FileError, InvalidEncoding, MissingColumns, UnsupportedFormat
+from engine.formats.decode import decoded
+from engine.formats.framing import (
+    Block,
+    CsvFramer,
+    Framer,
+    JsonArrayFramer,
+    LineFramer,
+    as_array,
+    blocks,
+)
+from engine.formats.parse import LINE, ROW, Parsed, parse_csv, parse_json_lines
+
+FORMATS = ("csv", "ndjson", "json")
+_EXTENSIONS = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json"}
+
+__all__ = ["FORMATS", "LINE", "ROW", "Batch", "Position", "detect_format", "read_batches"]
+
+
+def detect_format(filename: str | None, declared: str | None) -> str:
+    """The declared format wins; otherwise the extension (``.gz`` is looked through)."""
+    if declared:
+        fmt = declared.lower()
+        if fmt == "jsonl":
+            fmt = "ndjson"
+        if fmt not in FORMATS:
+            raise UnsupportedFormat(f"format must be one of {', '.join(FORMATS)}; got {declared!r}")
+        return fmt
+    name = (filename or "").lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    for ext, fmt in _EXTENSIONS.items():
+        if name.endswith(ext):
+            return fmt
+    raise UnsupportedFormat(
+        f"cannot tell the format of {filename!r} from its name: pass format=csv|ndjson|json"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where reading (re)starts: batch index, decoded byte offset, next row number, lines before."""
+
+    batch: int = 0
+    offset: int = 0
+    row: int = 1
+    lines: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    index: int
+    frame: pl.DataFrame
+    errors: pl.DataFrame
+    rows: int
+    #: position right after this batch (the checkpoint to store when it commits)
+    after: Position
+    #: decoded bytes consumed up to the end of this batch
+    bytes_end: int
+
+
+@dataclass(slots=True)
+class Header:
+    names: list[str]
+    raw: bytes
+    length: int
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Stream:
+    """An iterator of bytes with push-back, so the header can be peeled off the front."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._it = iter(chunks)
+        self._head: list[bytes] = []
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self._head:
+            yield self._head.pop()
+        yield from self._it
+
+    def next(self) -> bytes:
+        if self._head:
+            return self._head.pop()
+        return next(self._it, b"")
+
+    def push(self, data: bytes) -> None:
+        if data:
+            self._head.append(data)
+
+    def skip(self, n: int) -> None:
+        while n > 0:
+            chunk = self.next()
+            if not chunk:
+                raise FileError("the stored file is shorter than the job's checkpoint")
+            if len(chunk) > n:
+                self.push(chunk[n:])
+                return
+            n -= len(chunk)
+
+
+def _first_record(stream: _Stream, framer: Framer, limit: int) -> bytes:
+    buf = b""
+    while True:
+        chunk = stream.next()
+        if not chunk:
+            return buf
+        start = len(buf)
+        buf += chunk
+        ends = framer.scan(as_array(buf[start:]))
+        if len(ends):
+            cut = start + int(ends[0])
+            stream.push(buf[cut:])
+            return buf[:cut]
+        if len(buf) > limit:
+            raise MissingColumns("the CSV header line is longer than the record limit")
+
+
+def _csv_header(stream: _Stream, columns: Sequence[str], required: Sequence[str], limit: int) -> Header:
+    raw = _first_record(stream, CsvFramer(), limit)
+    if not raw.strip():
+        raise MissingColumns("the file is empty: a CSV file needs a header row naming its columns")
+    _check_utf8(raw, 0, 0)
+    names = [n.strip() for n in next(csv.reader(io.StringIO(raw.decode("utf-8"))))]
+    seen: set[str] = set()
+    dupes = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    if dupes:
+        raise MissingColumns(f"the CSV header repeats column(s): {', '.join(dupes)}")
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise MissingColumns(
+            f"the CSV header lacks required column(s): {', '.join(missing)}; "
+            f"found: {', '.join(names) or '(none)'}"
+        )
+    unknown = [n for n in names if n not in columns]
+    warnings = [f"ignored unknown column(s): {', '.join(unknown)}"] if unknown else []
+    header_line = raw if raw.endswith(b"\n") else raw + b"\n"
+    return Header(names, header_line, len(raw), warnings)
+
+
+def _json_header(stream: _Stream) -> Header:
+    buf = b""
+    while True:
+        chunk = stream.next()
+        if not chunk:
+            raise FileError("the file is empty: a JSON file must hold an array of objects")
+        buf += chunk
+        stripped = buf.lstrip()
+        if stripped:
+            break
+    if not stripped.startswith(b"["):
+        raise FileError(
+            "a JSON file must hold one array of objects ([{...}, {...}]); "
+            f"this one starts with {stripped[:20].decode('utf-8', 'replace')!r} "
+            "(for one object per line use format=ndjson)"
+        )
+    cut = len(buf) - len(stripped) + 1
+    stream.push(buf[cut:])
+    return Header([], buf[:cut], cut)
+
+
+def _check_utf8(data: bytes, offset: int, lines_before: int) -> None:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = lines_before + data.count(b"\n", 0, exc.start) + 1
+        raise InvalidEncoding(
+            f"the file is not valid UTF-8: byte 0x{data[exc.start]:02x} at offset "
+            f"{offset + exc.start} (line {line}); re-save it as UTF-8"
+        ) from exc
+
+
+def read_batches(
+    chunks: Iterable[bytes],
+    fmt: str,
+    columns: Sequence[str],
+    required: Sequence[str],
+    *,
+    batch_rows: int,
+    max_record_bytes: int,
+    max_decompressed_bytes: int,
+    start: Position | None = None,
+    header_out: list[Header] | None = None,
+) -> Iterator[Batch]:
+    """Yield batches of ``batch_rows`` records from ``start`` (default: the beginning)."""
+    stream = _Stream(decoded(chunks, max_decompressed_bytes))
+    framer: Framer
+    if fmt == "csv":
+        header = _csv_header(stream, columns, required, max_record_bytes)
+        framer = CsvFramer()
+    elif fmt == "json":
+        header = _json_header(stream)
+        framer = JsonArrayFramer()
+    elif fmt == "ndjson":
+        header = Header([], b"", 0)
+        framer = LineFramer()
+    else:
+        raise UnsupportedFormat(f"unknown format {fmt!r}")
+    if header_out is not None:
+        header_out.append(header)
+    header_lines = header.raw[: header.length].count(b"\n")
+    pos = start or Position(0, header.length, 1, header_lines)
+    if pos.offset < header.length:
+        pos = Position(pos.batch, header.length, pos.row, header_lines)
+    stream.skip(pos.offset - header.length)
+    row = pos.row
+    for block in blocks(
+        iter(stream),
+        framer,
+        batch_rows=batch_rows,
+        max_record_bytes=max_record_bytes,
+        offset=pos.offset,
+        lines_before=pos.lines,
+        first_index=pos.batch,
+    ):
+        _check_utf8(block.data, block.offset, block.lines_before)
+        parsed = _parse(block, fmt, header, columns, row)
+        row += parsed.rows
+        end = block.offset + len(block.data)
+        after = Position(block.index + 1, end, row, block.lines_before + block.data.count(b"\n"))
+        yield Batch(block.index, parsed.frame, parsed.errors, parsed.rows, after, end)
+
+
+def _parse(block: Block, fmt: str, header: Header, columns: Sequence[str], row: int) -> Parsed:
+    if fmt == "csv":
+        return parse_csv(block, header.raw, header.names, columns, row)
+    return parse_json_lines(block, columns, row, array=fmt == "json")

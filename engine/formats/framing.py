@@ -1,0 +1,202 @@
+"""Cut a decoded byte stream into blocks of whole records, vectorised with numpy.
+
+A *framer* scans bytes incrementally and reports where records end; :func:`blocks` groups
+``batch_rows`` records into one :class:`Block`. Batch boundaries depend only on the file and
+``batch_rows``, so a resumed job cuts exactly the same batches as the first attempt.
+
+- CSV: a newline ends a record only outside quotes (RFC 4180 doubles quotes inside a quoted field,
+  so the running parity of ``"`` is exactly "inside a quoted field").
+- NDJSON: every newline ends a record (JSON strings cannot hold a raw newline).
+- JSON array: a comma at depth 1 outside strings ends a record; ``]`` at depth 1 ends the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from engine.errors import FileError, RecordTooLarge
+
+NL = 0x0A
+QUOTE = 0x22
+BACKSLASH = 0x5C
+_WS = np.zeros(256, dtype=bool)
+_WS[[0x20, 0x09, 0x0A, 0x0D]] = True
+
+
+def as_array(data: bytes | bytearray | memoryview) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+class Framer(Protocol):
+    def scan(self, data: np.ndarray) -> np.ndarray:
+        """Return end offsets (exclusive, relative to ``data``) of records completed in ``data``."""
+        ...
+
+    def finish(self, tail: np.ndarray) -> bool:
+        """At end of input: whether the unterminated ``tail`` is a final record."""
+        ...
+
+
+class LineFramer:
+    """NDJSON: one record per line."""
+
+    def scan(self, data: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(data == NL) + 1
+
+    def finish(self, tail: np.ndarray) -> bool:
+        return bool((~_WS[tail]).any())
+
+
+class CsvFramer:
+    """CSV: newlines outside quoted fields end records."""
+
+    def __init__(self) -> None:
+        self.in_quotes = False
+
+    def scan(self, data: np.ndarray) -> np.ndarray:
+        parity = np.cumsum(data == QUOTE, dtype=np.int64) & 1
+        if self.in_quotes:
+            parity ^= 1
+        newlines = np.flatnonzero(data == NL)
+        ends = newlines[parity[newlines] == 0] + 1
+        if len(parity):
+            self.in_quotes = bool(parity[-1])
+        return ends
+
+    def finish(self, tail: np.ndarray) -> bool:
+        if self.in_quotes:
+            raise FileError("the CSV file ends inside a quoted field (an unbalanced quote)")
+        return bool((~_WS[tail]).any())
+
+
+def real_quotes(data: np.ndarray, carried_backslashes: int = 0) -> np.ndarray:
+    """Mask of ``"`` bytes that are not escaped by an odd run of backslashes."""
+    n = len(data)
+    is_bs = data == BACKSLASH
+    idx = np.arange(n, dtype=np.int64)
+    last_plain = np.maximum.accumulate(np.where(is_bs, -1, idx)) if n else idx
+    quotes = np.flatnonzero(data == QUOTE)
+    before = quotes - 1
+    run = np.where(before >= 0, before - last_plain[np.maximum(before, 0)], 0)
+    run = np.where((before >= 0) & (last_plain[np.maximum(before, 0)] == -1), run + carried_backslashes, run)
+    run = np.where(before < 0, carried_backslashes, run)
+    mask = np.zeros(n, dtype=bool)
+    mask[quotes[run % 2 == 0]] = True
+    return mask
+
+
+class JsonArrayFramer:
+    """JSON array: records are the array's elements; the header is everything up to ``[``."""
+
+    def __init__(self) -> None:
+        self.in_string = False
+        self.depth = 1  # scanning starts just after the opening '['
+        self.backslashes = 0
+        self.closed = False
+
+    def scan(self, data: np.ndarray) -> np.ndarray:
+        if self.closed:
+            if (~_WS[data]).any():
+                raise FileError("unexpected data after the end of the JSON array")
+            return np.empty(0, dtype=np.int64)
+        quotes = real_quotes(data, self.backslashes)
+        parity = (np.cumsum(quotes, dtype=np.int64) & 1).astype(bool)
+        inside = ~parity if self.in_string else parity
+        # For a non-quote byte, ``inside`` is the string state around it; quotes are never structure.
+        outside = ~inside & ~quotes
+        opens = outside & ((data == 0x7B) | (data == 0x5B))
+        closes = outside & ((data == 0x7D) | (data == 0x5D))
+        depth = self.depth + np.cumsum(opens.astype(np.int64) - closes.astype(np.int64))
+        ends = np.flatnonzero(outside & (data == 0x2C) & (depth == 1)) + 1
+        close_at = np.flatnonzero(closes & (depth == 0))
+        if len(close_at):
+            pos = int(close_at[0])
+            if (~_WS[data[pos + 1 :]]).any():
+                raise FileError("unexpected data after the end of the JSON array")
+            self.closed = True
+            return np.append(ends[ends <= pos], pos)
+        if len(data):
+            self.in_string = bool(inside[-1])
+            self.depth = int(depth[-1])
+            plain = np.flatnonzero(data != BACKSLASH)
+            if len(plain):
+                self.backslashes = len(data) - 1 - int(plain[-1])
+            else:
+                self.backslashes += len(data)
+        return ends
+
+    def finish(self, tail: np.ndarray) -> bool:
+        if not self.closed:
+            raise FileError("the JSON array is not closed: the file ends before its final ']'")
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """``batch_rows`` (or fewer, at the end) whole records, with where they sit in the file."""
+
+    index: int
+    data: bytes
+    #: record end offsets, relative to ``data`` (the last one is ``len(data)`` or less)
+    ends: np.ndarray
+    #: absolute offset of ``data[0]`` in the decoded file
+    offset: int
+    #: newlines in the file before ``data[0]``
+    lines_before: int
+
+
+def blocks(
+    chunks: Iterator[bytes],
+    framer: Framer,
+    *,
+    batch_rows: int,
+    max_record_bytes: int,
+    offset: int,
+    lines_before: int,
+    first_index: int,
+) -> Iterator[Block]:
+    """Group framed records into blocks of ``batch_rows``. ``offset``: where ``chunks`` start."""
+    buf = bytearray()
+    base = offset  # absolute offset of buf[0]
+    scanned = 0
+    ends: list[np.ndarray] = []
+    found = 0
+    index = first_index
+    for chunk in chunks:
+        buf += chunk
+        new = framer.scan(as_array(memoryview(buf)[scanned:])) + scanned
+        scanned = len(buf)
+        if len(new):
+            ends.append(new)
+            found += len(new)
+        while found >= batch_rows:
+            all_ends = np.concatenate(ends)
+            take, rest = all_ends[:batch_rows], all_ends[batch_rows:]
+            cut = int(take[-1])
+            data = bytes(buf[:cut])
+            yield Block(index, data, take, base, lines_before)
+            lines_before += data.count(b"\n")
+            del buf[:cut]
+            base += cut
+            scanned -= cut
+            ends = [rest - cut] if len(rest) else []
+            found = len(rest)
+            index += 1
+        last_end = int(ends[-1][-1]) if ends else 0
+        if len(buf) - last_end > max_record_bytes:
+            line = lines_before + buf.count(b"\n", 0, last_end) + 1
+            raise RecordTooLarge(
+                f"a record starting on line {line} is longer than {max_record_bytes} bytes "
+                "(BULKIO_MAX_RECORD_BYTES); for CSV this usually means an unbalanced quote"
+            )
+    all_ends = np.concatenate(ends) if ends else np.empty(0, dtype=np.int64)
+    last_end = int(all_ends[-1]) if len(all_ends) else 0
+    if framer.finish(as_array(memoryview(buf)[last_end:])):
+        all_ends = np.append(all_ends, len(buf))
+        last_end = len(buf)
+    if len(all_ends):
+        yield Block(index, bytes(buf[:last_end]), all_ends, base, lines_before)

@@ -1,0 +1,106 @@
+"""Run one import job: stored file → Arrow batches → validate → load, from its checkpoint on."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from engine import jobs
+from engine.error_rows import ERROR_SCHEMA
+from engine.errors import FileError, LeaseLost
+from engine.formats import Header, Position, read_batches
+from engine.load import BatchInput, BatchLoader
+from engine.resources import Resource
+from engine.settings import Settings
+from engine.storage import Storage
+from engine.validate import validate
+
+log = logging.getLogger("bulkio.import")
+
+
+@dataclass(slots=True)
+class ImportContext:
+    settings: Settings
+    storage: Storage
+    catalog: dict[str, Resource]
+    #: psycopg connection (autocommit) for job state
+    conn: Any
+    #: ADBC connection for batches
+    bulk: Any
+    worker: str
+    #: set when the process is asked to stop: the job is handed back at the next batch boundary
+    stopping: threading.Event
+
+
+def run_import(ctx: ImportContext, job_id: str) -> str:
+    """Process the job if this worker can claim it. Returns the job's status afterwards."""
+    s = ctx.settings
+    job = jobs.claim(ctx.conn, job_id, ctx.worker, s.lease_seconds, s.max_attempts)
+    if job is None:
+        return "not-claimed"
+    resource = ctx.catalog[job.resource]
+    start = Position(job.next_batch, job.next_offset, job.next_row, job.next_lines)
+    loader = BatchLoader(ctx.bulk, resource, job.id, job.mode or "upsert", ctx.worker,
+                         s.lease_seconds)
+    began = time.monotonic()
+    headers: list[Header] = []
+    log.info("import started", extra={"job_id": job.id, "resource": resource.name,
+                                      "format": job.format, "resume_batch": start.batch})
+    try:
+        batches = read_batches(
+            ctx.storage.read(job.object_key),
+            job.format,
+            resource.column_names,
+            resource.required_columns,
+            batch_rows=s.batch_rows,
+            max_record_bytes=s.max_record_bytes,
+            max_decompressed_bytes=s.max_decompressed_bytes,
+            start=start,
+            header_out=headers,
+        )
+        for batch in batches:
+            if headers and start.batch == 0 and batch.index == 0 and headers[0].warnings:
+                jobs.set_warnings(ctx.conn, job.id, headers[0].warnings)
+            t0 = time.monotonic()
+            checked = validate(batch.frame, resource)
+            errors = pl.concat([batch.errors.cast(ERROR_SCHEMA), checked.errors])  # type: ignore[arg-type]
+            outcome = loader.apply(
+                BatchInput(batch.index, batch.rows, checked.valid, errors, batch.after,
+                           batch.bytes_end)
+            )
+            log.info("batch committed", extra={
+                "job_id": job.id, "batch": batch.index, "rows": outcome.processed,
+                "failed": outcome.failed, "inserted": outcome.inserted,
+                "updated": outcome.updated, "seconds": round(time.monotonic() - t0, 3),
+            })
+            if outcome.cancel_requested:
+                jobs.finish(ctx.conn, job.id, ctx.worker, "cancelled")
+                log.info("import cancelled", extra={"job_id": job.id})
+                return "cancelled"
+            if ctx.stopping.is_set():
+                jobs.release(ctx.conn, job.id, ctx.worker)
+                log.info("import handed back at shutdown", extra={"job_id": job.id})
+                return "released"
+    except FileError as exc:
+        jobs.fail(ctx.conn, job.id, ctx.worker, str(exc))
+        log.warning("import failed: unreadable file", extra={"job_id": job.id, "error": str(exc)})
+        return "failed"
+    except LeaseLost:
+        log.warning("lease lost; another worker owns the job", extra={"job_id": job.id})
+        return "lease-lost"
+    jobs.finish(ctx.conn, job.id, ctx.worker, "completed")
+    final = jobs.get(ctx.conn, job.id)
+    elapsed = time.monotonic() - began
+    if final is not None:
+        log.info("import completed", extra={
+            "job_id": job.id, "rows": final.processed, "failed": final.failed,
+            "error_rate": round(final.failed / final.processed, 6) if final.processed else 0.0,
+            "seconds": round(elapsed, 3),
+            "rows_per_sec": round(final.processed / elapsed, 1) if elapsed else None,
+        })
+    return "completed"

@@ -1,0 +1,292 @@
+"""Jobs in PostgreSQL: creation, idempotency keys, claiming with leases, progress, terminal states.
+
+The ``jobs`` row is the source of truth. A worker *claims* a job by taking its lease
+(``lease_owner``/``lease_expires``); every batch commit extends the lease and advances the
+checkpoint only while the lease is still held (``engine.load``). A job whose lease expired
+(its worker died) or whose queue message was lost is re-enqueued by :func:`due_for_requeue`.
+
+States: queued → running → completed | failed | cancelled; running → queued when a worker
+stops gracefully or dies (the next claim resumes from the checkpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from engine.errors import IdempotencyConflict, IdempotencyInProgress
+
+TERMINAL = ("completed", "failed", "cancelled")
+#: An idempotency key whose first request never finished (the API died) is taken over after this.
+STALE_KEY_SECONDS = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    row: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.row[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+    @property
+    def id(self) -> str:
+        return str(self.row["id"])
+
+    @property
+    def terminal(self) -> bool:
+        return self.row["status"] in TERMINAL
+
+
+def _one(conn: psycopg.Connection[Any], sql: str, params: Any = ()) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, params)
+        return cur.fetchone()
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def create(conn: psycopg.Connection[Any], *, job_id: str, kind: str, resource: str, fmt: str,
+           mode: str | None, owner: str, options: dict[str, Any] | None = None,
+           file_name: str | None = None, object_key: str | None = None,
+           total_bytes: int | None = None) -> Job:
+    from psycopg.types.json import Jsonb
+
+    row = _one(
+        conn,
+        """INSERT INTO jobs (id, kind, resource, format, mode, owner, options, file_name,
+                             object_key, total_bytes)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
+        (job_id, kind, resource, fmt, mode, owner, Jsonb(options or {}), file_name, object_key,
+         total_bytes),
+    )
+    assert row is not None
+    return Job(row)
+
+
+def get(conn: psycopg.Connection[Any], job_id: str, owner: str | None = None,
+        kind: str | None = None) -> Job | None:
+    """The job, or None when it does not exist or belongs to someone else (owner=None: anyone)."""
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        return None
+    row = _one(
+        conn,
+        "SELECT * FROM jobs WHERE id = %s AND (%s::text IS NULL OR owner = %s) "
+        "AND (%s::text IS NULL OR kind = %s)",
+        (job_id, owner, owner, kind, kind),
+    )
+    return Job(row) if row else None
+
+
+def first_errors(conn: psycopg.Connection[Any], job_id: str, limit: int) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT row_no AS row, line_no AS line, field, code, message, value FROM job_errors "
+            "WHERE job_id = %s ORDER BY row_no, field NULLS FIRST LIMIT %s",
+            (job_id, limit),
+        )
+        return cur.fetchall()
+
+
+# ---------------------------------------------------------------- idempotency
+
+
+def request_hash(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def reserve_key(conn: psycopg.Connection[Any], owner: str, key: str) -> Job | None | str:
+    """Reserve ``key`` for a new request. Returns None when reserved for the caller, the stored
+    request hash (str) when the key already names a finished request whose job is returned by
+    :func:`replay`, or raises IdempotencyInProgress."""
+    row = _one(
+        conn,
+        "INSERT INTO idempotency_keys (owner, key) VALUES (%s, %s) ON CONFLICT DO NOTHING "
+        "RETURNING created_at",
+        (owner, key),
+    )
+    if row:
+        return None
+    existing = _one(
+        conn,
+        "SELECT request_hash, job_id, now() - created_at > make_interval(secs => %s) AS stale "
+        "FROM idempotency_keys WHERE owner = %s AND key = %s",
+        (STALE_KEY_SECONDS, owner, key),
+    )
+    if existing is None:  # deleted between the two statements: try once more
+        return reserve_key(conn, owner, key)
+    if existing["job_id"] is None:
+        if existing["stale"]:
+            conn.execute("DELETE FROM idempotency_keys WHERE owner = %s AND key = %s", (owner, key))
+            return reserve_key(conn, owner, key)
+        raise IdempotencyInProgress(
+            "a request with this Idempotency-Key is still being accepted; retry in a moment"
+        )
+    return str(existing["request_hash"])
+
+
+def replay(conn: psycopg.Connection[Any], owner: str, key: str, digest: str) -> Job:
+    row = _one(
+        conn,
+        "SELECT j.* FROM idempotency_keys k JOIN jobs j ON j.id = k.job_id "
+        "WHERE k.owner = %s AND k.key = %s",
+        (owner, key),
+    )
+    stored = _one(conn, "SELECT request_hash FROM idempotency_keys WHERE owner = %s AND key = %s",
+                  (owner, key))
+    if row is None or stored is None:
+        raise IdempotencyInProgress("the job of this Idempotency-Key is gone; use a new key")
+    if stored["request_hash"] != digest:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was already used for a different request; use a new key"
+        )
+    return Job(row)
+
+
+def complete_key(conn: psycopg.Connection[Any], owner: str, key: str, digest: str,
+                 job_id: str) -> None:
+    conn.execute(
+        "UPDATE idempotency_keys SET request_hash = %s, job_id = %s WHERE owner = %s AND key = %s",
+        (digest, job_id, owner, key),
+    )
+
+
+def release_key(conn: psycopg.Connection[Any], owner: str, key: str) -> None:
+    conn.execute(
+        "DELETE FROM idempotency_keys WHERE owner = %s AND key = %s AND job_id IS NULL",
+        (owner, key),
+    )
+
+
+# ---------------------------------------------------------------- claiming and leases
+
+
+def claim(conn: psycopg.Connection[Any], job_id: str, worker: str, lease_seconds: int,
+          max_attempts: int) -> Job | None:
+    """Take the job's lease if it is free. Fails the job when it has used up its attempts."""
+    row = _one(
+        conn,
+        """UPDATE jobs SET status = 'running', lease_owner = %s, attempts = attempts + 1,
+               lease_expires = now() + make_interval(secs => %s),
+               started_at = coalesce(started_at, now()), updated_at = now()
+           WHERE id = %s AND status IN ('queued', 'running')
+             AND (lease_expires IS NULL OR lease_expires < now() OR lease_owner = %s)
+           RETURNING *""",
+        (worker, lease_seconds, job_id, worker),
+    )
+    if row is None:
+        return None
+    if row["attempts"] > max_attempts:
+        fail(conn, job_id, worker,
+             f"gave up after {max_attempts} attempts; last error: {row['error'] or 'worker lost'}")
+        return None
+    return Job(row)
+
+
+def note_error(conn: psycopg.Connection[Any], job_id: str, worker: str, message: str) -> None:
+    """Record a retryable failure and free the lease so a retry can claim the job at once."""
+    conn.execute(
+        "UPDATE jobs SET error = %s, lease_owner = NULL, lease_expires = NULL, status = 'queued', "
+        "updated_at = now() WHERE id = %s AND lease_owner = %s AND status = 'running'",
+        (message[:2000], job_id, worker),
+    )
+
+
+def release(conn: psycopg.Connection[Any], job_id: str, worker: str) -> None:
+    """Give the job back (graceful shutdown); the checkpoint stays, another worker resumes."""
+    conn.execute(
+        "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires = NULL, "
+        "attempts = greatest(attempts - 1, 0), updated_at = now() "
+        "WHERE id = %s AND lease_owner = %s AND status = 'running'",
+        (job_id, worker),
+    )
+
+
+def set_warnings(conn: psycopg.Connection[Any], job_id: str, warnings: list[str]) -> None:
+    conn.execute("UPDATE jobs SET warnings = %s WHERE id = %s", (warnings, job_id))
+
+
+def finish(conn: psycopg.Connection[Any], job_id: str, worker: str, status: str = "completed",
+           **fields: Any) -> bool:
+    sets = "".join(f", {name} = %({name})s" for name in fields)
+    cur = conn.execute(
+        f"""UPDATE jobs SET status = %(status)s, lease_owner = NULL, lease_expires = NULL,
+               finished_at = now(), updated_at = now(), total_records = processed{sets}
+           WHERE id = %(id)s AND lease_owner = %(worker)s AND status = 'running'""",
+        {"status": status, "id": job_id, "worker": worker, **fields},
+    )
+    return cur.rowcount == 1
+
+
+def fail(conn: psycopg.Connection[Any], job_id: str, worker: str | None, message: str) -> None:
+    conn.execute(
+        """UPDATE jobs SET status = 'failed', error = %s, lease_owner = NULL, lease_expires = NULL,
+               finished_at = now(), updated_at = now(), total_records = processed
+           WHERE id = %s AND status NOT IN ('completed', 'failed', 'cancelled')
+             AND (%s::text IS NULL OR lease_owner = %s OR lease_owner IS NULL)""",
+        (message[:2000], job_id, worker, worker),
+    )
+
+
+def request_cancel(conn: psycopg.Connection[Any], job_id: str) -> Job | None:
+    """Queued jobs are cancelled at once; running ones stop at their next batch boundary."""
+    row = _one(
+        conn,
+        """UPDATE jobs SET cancel_requested = true, updated_at = now(),
+               status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+               finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
+           WHERE id = %s RETURNING *""",
+        (job_id,),
+    )
+    return Job(row) if row else None
+
+
+def due_for_requeue(conn: psycopg.Connection[Any], requeue_after: int, max_attempts: int
+                    ) -> list[tuple[str, str]]:
+    """Jobs whose worker died (lease expired) or whose message was lost (queued too long).
+
+    Marks them touched so the next pass does not enqueue them again at once; fails running jobs
+    that have used up their attempts. Returns (job id, kind) pairs to enqueue.
+    """
+    with conn.transaction():
+        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (0x72656373,)).fetchone()
+        if not got or not got[0]:
+            return []
+        conn.execute(
+            """UPDATE jobs SET status = 'failed', finished_at = now(), updated_at = now(),
+                   lease_owner = NULL, lease_expires = NULL, total_records = processed,
+                   error = 'gave up after ' || attempts || ' attempts; last error: '
+                           || coalesce(error, 'worker lost')
+               WHERE status = 'running' AND lease_expires < now() AND attempts >= %s""",
+            (max_attempts,),
+        )
+        rows = conn.execute(
+            """UPDATE jobs SET updated_at = now()
+               WHERE id IN (
+                   SELECT id FROM jobs
+                   WHERE (status = 'running' AND lease_expires < now())
+                      OR (status = 'queued' AND updated_at < now() - make_interval(secs => %s))
+                   ORDER BY created_at LIMIT 100 FOR UPDATE SKIP LOCKED)
+               RETURNING id, kind""",
+            (requeue_after,),
+        ).fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def duration_ms(job: Job, now: datetime) -> int | None:
+    if job.started_at is None:
+        return None
+    end = job.finished_at or now
+    return max(int((end - job.started_at).total_seconds() * 1000), 0)

@@ -1,0 +1,150 @@
+"""Commit one batch: staging COPY, set-based merge, error rows and the job checkpoint — atomically.
+
+Everything for a batch happens in ONE transaction on the worker's ADBC connection:
+
+1. COPY the valid rows into a temp staging table and the reader/validator errors into another;
+2. classify staged rows in SQL (foreign keys, keys, conflicts) — ``engine.merge_sql``;
+3. insert every error row, upsert the accepted rows (or, for validate_only, remember their keys);
+4. advance the job's checkpoint and counters, *only if this worker still holds the lease*.
+
+A crash anywhere before COMMIT leaves nothing behind; a resumed job re-reads from the checkpoint,
+so each batch is applied exactly once. A unique or foreign-key violation caused by a concurrent
+writer rolls the batch back and classifies it again (bounded retries).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import adbc_driver_manager
+import polars as pl
+
+from engine import merge_sql
+from engine.error_rows import ERROR_SCHEMA
+from engine.errors import LeaseLost
+from engine.formats import LINE, ROW, Position
+from engine.resources import Resource
+
+log = logging.getLogger(__name__)
+
+#: Attempts of one batch when a concurrent writer makes the merge violate a constraint.
+MAX_BATCH_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInput:
+    index: int
+    rows: int
+    valid: pl.DataFrame
+    errors: pl.DataFrame
+    after: Position
+    bytes_read: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    processed: int
+    successful: int
+    failed: int
+    errors: int
+    inserted: int
+    updated: int
+    cancel_requested: bool
+
+
+_CHECKPOINT = """
+UPDATE jobs SET next_batch = $1, next_offset = $2, next_row = $3, next_lines = $4,
+    processed = processed + $5, successful = successful + $6, failed = failed + $7,
+    error_count = error_count + $8, inserted = inserted + $9, updated = updated + $10,
+    bytes_read = $11, lease_expires = now() + make_interval(secs => $12), updated_at = now()
+WHERE id = $13::uuid AND lease_owner = $14 AND next_batch = $15 AND status = 'running'
+RETURNING cancel_requested
+"""
+
+
+class BatchLoader:
+    """Applies batches of one job on one connection; see the module docstring."""
+
+    def __init__(self, conn: Any, resource: Resource, job_id: str, mode: str, worker: str,
+                 lease_seconds: int) -> None:
+        self.conn = conn
+        self.resource = resource
+        self.job_id = job_id
+        self.mode = mode
+        self.worker = worker
+        self.lease_seconds = lease_seconds
+        self._classify = merge_sql.classify(resource, job_id, mode)
+        self._errors_sql = merge_sql.errors_from_classified(resource, job_id)
+        self._stage_errors_sql = merge_sql.copy_stage_errors(job_id)
+        self._upsert = merge_sql.upsert(resource, job_id, mode)
+        self._remember = merge_sql.remember_keys(resource, job_id)
+        self._rejected = merge_sql.rejected_count(resource)
+
+    def apply(self, batch: BatchInput) -> BatchOutcome:
+        for attempt in range(1, MAX_BATCH_RETRIES + 1):
+            try:
+                return self._apply_once(batch)
+            except adbc_driver_manager.IntegrityError as exc:
+                self.conn.rollback()
+                if attempt == MAX_BATCH_RETRIES:
+                    raise
+                log.warning(
+                    "batch conflicted with a concurrent writer; classifying again",
+                    extra={"job_id": self.job_id, "batch": batch.index, "attempt": attempt,
+                           "error": str(exc).splitlines()[0]},
+                )
+            except BaseException:
+                self.conn.rollback()
+                raise
+        raise AssertionError("unreachable")
+
+    def _apply_once(self, batch: BatchInput) -> BatchOutcome:
+        cur = self.conn.cursor()
+        try:
+            for ddl in merge_sql.stage_ddl(self.resource):
+                cur.execute(ddl)
+            stage_rows = batch.valid.select(
+                pl.col(ROW).alias("__row"), pl.col(LINE).alias("__line"),
+                *self.resource.column_names,
+            )
+            if stage_rows.height:
+                cur.adbc_ingest(merge_sql.stage_table(self.resource), stage_rows.to_arrow(),
+                                mode="append", temporary=True)
+            if batch.errors.height:
+                cur.adbc_ingest(merge_sql.STAGE_ERRORS,
+                                batch.errors.cast(ERROR_SCHEMA).to_arrow(),  # type: ignore[arg-type]
+                                mode="append", temporary=True)
+                cur.execute(self._stage_errors_sql)
+            inserted = updated = rejected = sql_errors = 0
+            if stage_rows.height:
+                cur.execute(self._classify)
+                cur.execute(self._errors_sql)
+                cur.execute(self._rejected)
+                rejected, sql_errors = (int(v) for v in cur.fetchone())
+                if self.mode == "validate_only":
+                    cur.execute(merge_sql.would_write(self.resource))
+                    inserted, updated = (int(v) for v in cur.fetchone())
+                    cur.execute(self._remember)
+                else:
+                    cur.execute(self._upsert)
+                    inserted, updated = (int(v) for v in cur.fetchone())
+            failed = int(batch.errors.get_column("row").n_unique()) + rejected
+            errors = batch.errors.height + sql_errors
+            pos = batch.after
+            cur.execute(
+                _CHECKPOINT,
+                parameters=(pos.batch, pos.offset, pos.row, pos.lines, batch.rows,
+                            batch.rows - failed, failed, errors, inserted, updated,
+                            batch.bytes_read, float(self.lease_seconds), self.job_id,
+                            self.worker, batch.index),
+            )
+            row = cur.fetchone()
+            if row is None:
+                raise LeaseLost(f"job {self.job_id}: lease lost before committing batch {batch.index}")
+            self.conn.commit()
+            return BatchOutcome(batch.rows, batch.rows - failed, failed, errors, inserted,
+                                updated, bool(row[0]))
+        finally:
+            cur.close()

@@ -1,0 +1,191 @@
+"""Validate a batch of raw string records against a resource: (valid typed rows, error rows).
+
+Every rule is a vectorised polars expression or a native check over a whole column
+(``engine.checks``); there is no per-record Python. Each column reports at most one error (the
+first failing rule: required, then format, then value); a record is valid when no column failed.
+Keys, uniqueness and foreign keys are *not* decided here but in PostgreSQL (``engine.load``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from engine import checks
+from engine.error_rows import ERROR_SCHEMA, empty_errors
+from engine.formats.parse import LINE, ROW
+from engine.resources import Column, Kind, Resource
+
+#: Longest ``value`` echoed in an error row (bodies of 500+ words are cut here).
+MAX_VALUE_CHARS = 256
+#: Words of a comment body; stricter limits belong in resources.py.
+TIMESTAMP_HELP = "an ISO-8601 timestamp such as 2024-03-01T12:34:56Z"
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+_JSON_STRING_ARRAY = rf"^\[\s*(?:{_JSON_STRING}\s*(?:,\s*{_JSON_STRING}\s*)*)?\]$"
+
+
+@dataclass(frozen=True, slots=True)
+class Validated:
+    valid: pl.DataFrame
+    errors: pl.DataFrame
+
+
+def _format_message(col: Column) -> str:
+    name = col.name
+    match col.kind:
+        case Kind.UUID:
+            return f"{name} must be a UUID like 3f2b8c1e-7d4a-4e2b-9c1d-2a3b4c5d6e7f"
+        case Kind.COMMENT_ID:
+            return f"{name} must be a UUID or cm_ followed by 1-64 letters, digits, _ or -"
+        case Kind.EMAIL:
+            return f"{name} is not a valid email address"
+        case Kind.SLUG:
+            return f"{name} must be kebab-case: lowercase letters and digits joined by single hyphens"
+        case Kind.BOOL:
+            return f"{name} must be true or false"
+        case Kind.TIMESTAMP:
+            return f"{name} must be {TIMESTAMP_HELP}"
+        case Kind.TAGS:
+            return f"{name} must be a JSON array of non-empty strings or a |-separated list"
+        case _:
+            return f"{name} has an invalid format"
+
+
+def messages(col: Column) -> dict[str, str]:
+    """The message for each code this column can report (stable, documented in the README)."""
+    out = {"required": f"{col.name} is required", "invalid_format": _format_message(col)}
+    if col.choices:
+        out["invalid_value"] = f"{col.name} must be one of: {', '.join(col.choices)}"
+    if col.max_words:
+        out["too_long"] = f"{col.name} must have at most {col.max_words} words"
+    return out
+
+
+def parse_timestamps(raw: pl.Series) -> pl.Series:
+    """ISO-8601 → UTC microseconds; null where unparseable. Naive values are taken as UTC."""
+    s = raw.str.strip_chars()
+    aware = s.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", strict=False, time_unit="us",
+                              time_zone="UTC")
+    aware_sp = s.str.to_datetime("%Y-%m-%d %H:%M:%S%.f%#z", strict=False, time_unit="us",
+                                 time_zone="UTC")
+    naive = s.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
+    day = s.str.to_datetime("%Y-%m-%d", strict=False, time_unit="us")
+    local = pl.select(pl.coalesce(naive, day)).to_series().dt.replace_time_zone("UTC")
+    return pl.select(pl.coalesce(aware, aware_sp, local)).to_series().alias(raw.name)
+
+
+def parse_tags(raw: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """(tags as List[String], ok mask). JSON array of strings, or ``a|b|c``; empty → []."""
+    s = raw.str.strip_chars()
+    is_json = s.str.starts_with("[")
+    json_ok = s.str.contains(_JSON_STRING_ARRAY)
+    decoded = (
+        pl.select(pl.when(is_json & json_ok).then(s).otherwise(None)).to_series()
+        .str.json_decode(pl.List(pl.String))
+    )
+    piped = s.str.split("|")
+    tags = pl.select(
+        pl.when(s.is_null() | (s == "")).then(pl.lit([], dtype=pl.List(pl.String)))
+        .when(is_json).then(decoded)
+        .otherwise(piped)
+    ).to_series()
+    has_empty = tags.list.eval(pl.element().str.strip_chars().str.len_bytes() == 0).list.any()
+    ok = ~(is_json & ~json_ok).fill_null(False) & ~has_empty.fill_null(False)
+    return tags.alias(raw.name), ok
+
+
+def _check(col: Column, raw: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """(error code or null per row, typed value) for one column."""
+    textual = col.kind in (Kind.TEXT,)
+    s = raw if textual else raw.str.strip_chars()
+    missing = s.is_null() | (s.str.strip_chars() == "")
+    s = pl.select(pl.when(missing).then(None).otherwise(s)).to_series().alias(col.name)
+    bad_format: pl.Series
+    bad_value = pl.Series([False] * len(s))
+    typed: pl.Series = s
+    match col.kind:
+        case Kind.UUID:
+            typed = s.str.to_lowercase()
+            bad_format = ~checks.is_uuid(s)
+        case Kind.COMMENT_ID:
+            bad_format = ~(checks.is_uuid(s) | checks.is_token_id(s, "cm_", 64))
+            typed = pl.select(
+                pl.when(checks.is_uuid(s)).then(s.str.to_lowercase()).otherwise(s)
+            ).to_series()
+        case Kind.EMAIL:
+            bad_format = ~checks.is_email(s)
+        case Kind.SLUG:
+            bad_format = ~checks.is_slug(s)
+        case Kind.ENUM:
+            typed = s.str.to_lowercase()
+            bad_format = pl.Series([False] * len(s))
+            bad_value = ~typed.is_in(list(col.choices))
+        case Kind.BOOL:
+            lowered = s.str.to_lowercase()
+            bad_format = ~lowered.is_in(["true", "false"])
+            typed = pl.select(
+                pl.when(lowered.is_null()).then(pl.lit(col.default)).otherwise(lowered == "true")
+            ).to_series()
+        case Kind.TIMESTAMP:
+            typed = parse_timestamps(s)
+            bad_format = typed.is_null()
+        case Kind.TAGS:
+            typed, ok = parse_tags(s)
+            bad_format = ~ok
+            missing = pl.Series([False] * len(s))  # an empty tag list is a valid value
+        case Kind.TEXT:
+            typed = raw
+            bad_format = pl.Series([False] * len(s))
+            if col.max_words:
+                bad_value = checks.word_count(s) > col.max_words
+    code_value = "too_long" if col.kind is Kind.TEXT else "invalid_value"
+    present = ~missing
+    code = pl.select(
+        pl.when(missing & col.required).then(pl.lit("required"))
+        .when(present & bad_format.fill_null(False)).then(pl.lit("invalid_format"))
+        .when(present & bad_value.fill_null(False)).then(pl.lit(code_value))
+        .otherwise(pl.lit(None, dtype=pl.String))
+    ).to_series()
+    return code.alias(col.name), typed.alias(col.name)
+
+
+def _errors_for(frame: pl.DataFrame, col: Column, code: pl.Series, msgs: dict[str, str]
+                ) -> pl.DataFrame:
+    picked = frame.select(ROW, LINE, pl.col(col.name).alias("value")).with_columns(code=code)
+    picked = picked.filter(pl.col("code").is_not_null())
+    if picked.is_empty():
+        return empty_errors()
+    return picked.select(
+        pl.col(ROW).alias("row"),
+        pl.col(LINE).alias("line"),
+        pl.lit(col.name).alias("field"),
+        "code",
+        pl.col("code").replace_strict(msgs, default="invalid").alias("message"),
+        pl.col("value").str.slice(0, MAX_VALUE_CHARS),
+    ).cast(ERROR_SCHEMA)  # type: ignore[arg-type]
+
+
+def validate(frame: pl.DataFrame, resource: Resource) -> Validated:
+    """Check every column of every record; return typed valid rows and error rows (row order)."""
+    codes: dict[str, pl.Series] = {}
+    typed: dict[str, pl.Series] = {}
+    for col in resource.columns:
+        codes[col.name], typed[col.name] = _check(col, frame[col.name])
+    msgs = {col.name: messages(col) for col in resource.columns}
+    if resource.rules:
+        typed_frame = pl.DataFrame(list(typed.values()))
+        for rule in resource.rules:
+            violated = typed_frame.select(rule.violated.fill_null(False)).to_series()
+            current = codes[rule.field]
+            codes[rule.field] = pl.select(
+                pl.when(current.is_null() & violated).then(pl.lit(rule.code)).otherwise(current)
+            ).to_series()
+            msgs[rule.field] = {**msgs[rule.field], rule.code: rule.message}
+    error_frames = [
+        _errors_for(frame, col, codes[col.name], msgs[col.name]) for col in resource.columns
+    ]
+    errors = pl.concat([e for e in error_frames if not e.is_empty()] or [empty_errors()])
+    failed = pl.select(pl.any_horizontal([c.is_not_null() for c in codes.values()])).to_series()
+    valid = pl.DataFrame([*typed.values(), frame[ROW], frame[LINE]]).filter(~failed)
+    return Validated(valid, errors.sort("row", "field", nulls_last=True))

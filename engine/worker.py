@@ -1,0 +1,174 @@
+"""Dramatiq adapter: the broker, the one actor (``run_job``), the reconciler and the process loop.
+
+This is the only module that imports Dramatiq. Redis only rings the doorbell ("work on job X");
+the job itself lives in PostgreSQL, so a lost or duplicated message never loses or duplicates data:
+a duplicate finds the job already claimed or finished, and a lost one is re-sent by the
+reconciler, which every worker process runs (one at a time, under an advisory lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import AgeLimit, Retries, TimeLimit
+
+from engine import db, jobs
+from engine.importer import ImportContext, run_import
+from engine.resources import catalog
+from engine.settings import Settings
+from engine.storage import open_storage
+
+log = logging.getLogger("bulkio.worker")
+
+ACTOR_NAME = "run_job"
+#: A job may legitimately run for hours (1M rows is the normal case); leases, not this limit,
+#: detect dead workers.
+TIME_LIMIT_MS = 12 * 3600 * 1000
+
+
+def create_broker(settings: Settings) -> RedisBroker:
+    return RedisBroker(
+        url=settings.redis_url,
+        namespace="bulkio",
+        middleware=[
+            AgeLimit(),
+            TimeLimit(time_limit=TIME_LIMIT_MS),
+            Retries(max_retries=settings.max_attempts, min_backoff=500, max_backoff=15_000),
+        ],
+    )
+
+
+class Doorbell:
+    """Enqueues "work on job X" messages; used by the API and by the reconciler."""
+
+    def __init__(self, settings: Settings, broker: RedisBroker | None = None) -> None:
+        self.broker = broker or create_broker(settings)
+        self.queue = settings.queue_name
+        self.broker.declare_queue(self.queue)
+
+    def ring(self, job_id: str) -> None:
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=self.queue, actor_name=ACTOR_NAME, args=(job_id,), kwargs={}, options={}
+        )
+        self.broker.enqueue(message)
+
+    def close(self) -> None:
+        self.broker.close()
+
+
+class Runtime:
+    """Per-process state of a worker: settings, storage and lazily (re)opened connections."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.storage = open_storage(settings)
+        self.catalog = catalog(settings.user_roles)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stopping = threading.Event()
+        self._conn: Any = None
+        self._bulk: Any = None
+
+    def context(self) -> ImportContext:
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self.settings.database_url)
+        if self._bulk is None:
+            self._bulk = db.connect_bulk(self.settings.database_url)
+        return ImportContext(self.settings, self.storage, self.catalog, self._conn, self._bulk,
+                             self.worker_id, self.stopping)
+
+    def reset(self) -> None:
+        """Drop connections after a failure; the next job opens fresh ones."""
+        for conn in (self._conn, self._bulk):
+            try:
+                if conn is not None:
+                    conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; drop it
+                log.debug("closing a broken connection failed", exc_info=True)
+        self._conn = self._bulk = None
+
+    def run_job(self, job_id: str) -> None:
+        try:
+            ctx = self.context()
+            job = jobs.get(ctx.conn, job_id)
+            if job is None or job.terminal:
+                return
+            if job.kind == "import":
+                run_import(ctx, job_id)
+            else:
+                from engine.exporter import run_export
+
+                run_export(ctx, job_id)
+        except Exception as exc:
+            log.exception("job attempt failed; it will be retried", extra={"job_id": job_id})
+            self.reset()
+            try:
+                with db.connect(self.settings.database_url) as conn:
+                    jobs.note_error(conn, job_id, self.worker_id, f"{type(exc).__name__}: {exc}")
+            except Exception:  # noqa: BLE001 - PG may be down; the lease then expires instead
+                log.warning("could not record the failure", extra={"job_id": job_id})
+            raise
+
+
+def declare_actor(broker: RedisBroker, runtime: Runtime) -> dramatiq.Actor[[str], None]:
+    return dramatiq.Actor(
+        runtime.run_job,
+        broker=broker,
+        actor_name=ACTOR_NAME,
+        queue_name=runtime.settings.queue_name,
+        priority=0,
+        options={},
+    )
+
+
+def reconcile_forever(settings: Settings, doorbell: Doorbell, stop: threading.Event) -> None:
+    conn: Any = None
+    while not stop.wait(settings.reconcile_seconds):
+        try:
+            if conn is None or conn.closed:
+                conn = db.connect(settings.database_url)
+            for job_id, _kind in jobs.due_for_requeue(conn, settings.requeue_after_seconds,
+                                                      settings.max_attempts):
+                doorbell.ring(job_id)
+                log.info("re-enqueued job", extra={"job_id": job_id})
+        except Exception:  # noqa: BLE001 - PG or Redis down: try again next round
+            log.warning("reconciler round failed", exc_info=True)
+            conn = None
+
+
+def run_worker(settings: Settings) -> None:
+    """Serve jobs until SIGTERM/SIGINT; the running job is handed back at its next batch."""
+    broker = create_broker(settings)
+    runtime = Runtime(settings)
+    declare_actor(broker, runtime)
+    doorbell = Doorbell(settings, broker)
+    worker = dramatiq.Worker(broker, queues={settings.queue_name}, worker_threads=1,
+                             worker_timeout=250)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("stopping", extra={"signal": signum, "worker": runtime.worker_id})
+        runtime.stopping.set()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.start()
+    reconciler = threading.Thread(target=reconcile_forever, args=(settings, doorbell, stop),
+                                  name="reconciler", daemon=True)
+    reconciler.start()
+    log.info("worker ready", extra={"worker": runtime.worker_id, "queue": settings.queue_name})
+    while not stop.wait(0.5):
+        pass
+    started = time.monotonic()
+    worker.stop(timeout=60_000)
+    broker.close()
+    log.info("worker stopped", extra={"seconds": round(time.monotonic() - started, 2)})
