@@ -48,10 +48,6 @@ __all__ = [
     "ServerError",
     "find_pg_bindir",
     "free_port",
-    "fresh_database",
-    "pg_server",
-    "redis_server",
-    "s3_server",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -704,6 +700,7 @@ try:
 except ImportError:  # the classes above work without pytest
     pass
 else:
+    __all__ += ["fresh_database", "pg_server", "redis_server", "s3_server"]
 
     @pytest.fixture(scope="session")
     def pg_server() -> Iterator[PostgresServer]:
