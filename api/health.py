@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis
 from litestar import Response, get
+from litestar.datastructures import State
 
 from api.schemas import Health
 from api.state import AppState
 
 
 @get("/health", sync_to_thread=True, summary="Service health (PostgreSQL and Redis)")
-def health(state: Any) -> Response[Health]:
+def health(state: State) -> Response[Health]:
     app: AppState = state.app
     pg = "ok"
     try:
         with app.pool.connection(timeout=2) as conn:
             conn.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
+    except Exception as exc:
         pg = f"error: {type(exc).__name__}"
     rd = "ok"
     try:
         client = redis.Redis.from_url(app.settings.redis_url, socket_timeout=2)
         client.ping()
         client.close()
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
+    except Exception as exc:
         rd = f"error: {type(exc).__name__}"
     ok = pg == "ok" and rd == "ok"
     return Response(Health("ok" if ok else "degraded", pg, rd), status_code=200 if ok else 503)

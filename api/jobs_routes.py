@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from litestar import Controller, get, post
+from litestar.datastructures import State
 
 from api.imports import _job_view
 from api.problems import Problem
@@ -19,12 +18,12 @@ class JobController(Controller):
     tags = ["jobs"]
 
     @get("/{job_id:str}", sync_to_thread=True, summary="Status of any job (import or export)")
-    def status(self, state: Any, job_id: str) -> JobView:
+    def status(self, state: State, job_id: str) -> JobView:
         return _job_view(state.app, job_id, None)
 
     @post("/{job_id:str}/cancel", sync_to_thread=True, status_code=202,
           summary="Cancel a job: queued jobs stop at once, running ones at the next batch")
-    def cancel(self, state: Any, job_id: str) -> JobView:
+    def cancel(self, state: State, job_id: str) -> JobView:
         app: AppState = state.app
         job = app.sync(jobs.get, job_id)
         if job is None:
