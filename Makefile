@@ -63,14 +63,16 @@ status:
 
 # Both suites always run; the target fails if either failed.
 test: setup
-	@rust=0; python=0; log=$$(mktemp); \
+	@rust=0; python=0; log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 	echo "== cargo test --manifest-path $(CARGO_MANIFEST)"; \
 	$(CARGO_ENV) cargo test --manifest-path $(CARGO_MANIFEST) 2>&1 | tee "$$log" || rust=$$?; \
-	summary=$$(grep -E '^test result:' "$$log" || true); rm -f "$$log"; \
+	cargo_summary=$$(grep -E '^test result:' "$$log" || true); \
 	echo "== $(PY) -m pytest"; \
-	$(PY) -m pytest || python=$$?; \
+	$(PY) -m pytest 2>&1 | tee "$$log" || python=$$?; \
+	pytest_summary=$$(grep -E '^=+ .*[0-9.]+s( \([0-9:]+\))? =+$$' "$$log" | tail -n 1 || true); \
 	echo "== summary"; \
-	if [[ -n "$$summary" ]]; then sed 's/^/cargo: /' <<<"$$summary"; fi; \
+	if [[ -n "$$cargo_summary" ]]; then sed 's/^/cargo: /' <<<"$$cargo_summary"; fi; \
+	if [[ -n "$$pytest_summary" ]]; then echo "pytest: $$pytest_summary"; fi; \
 	echo "cargo test: $$( ((rust == 0)) && echo ok || echo "FAILED (exit $$rust)")"; \
 	echo "pytest: $$( ((python == 0)) && echo ok || echo "FAILED (exit $$python)")"; \
 	((rust == 0 && python == 0))
