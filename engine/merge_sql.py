@@ -90,7 +90,7 @@ def classify(resource: Resource, job_id: str, mode: str) -> str:
         joins.append(f"LEFT JOIN {table} t2 ON {nk_target} = s._nk")
         nk_expr = f"lower(st.{nk})" if resource.natural_key_ci else f"st.{nk}"
     else:
-        selects += ["NULL::uuid AS _nk_hit", "NULL::uuid AS _nk_job"]
+        selects += [f"NULL::{id_col.pg_type} AS _nk_hit", "NULL::uuid AS _nk_job"]
         nk_expr = "NULL::text"
     for fk in resource.foreign_keys:
         alias = f"f_{fk.name}"
@@ -98,26 +98,36 @@ def classify(resource: Resource, job_id: str, mode: str) -> str:
         joins.append(f"LEFT JOIN {fk.references} {alias} ON {alias}.id = {_cast(fk, 's')}")
     fk_bad = " OR ".join(f"_missing_{fk.name}" for fk in resource.foreign_keys) or "false"
     if mode == "validate_only":
-        seen_id = f"EXISTS (SELECT 1 FROM job_keys k WHERE k.job_id = {job} AND k.key = 'id:' || coalesce(m._id, m._nk_hit)::text)"
-        seen_nk = f"EXISTS (SELECT 1 FROM job_keys k WHERE k.job_id = {job} AND k.key = 'nk:' || m._nk)"
+        keys = f"SELECT 1 FROM job_keys k WHERE k.job_id = {job} AND k.key"
+        seen_id = f"EXISTS ({keys} = 'id:' || coalesce(_id, _nk_hit)::text)"
+        seen_nk = f"EXISTS ({keys} = 'nk:' || _nk)"
     else:
-        seen_id = f"m._id_job = {job}"
-        seen_nk = f"m._nk_job = {job}"
+        seen_id = f"_id_job = {job}"
+        seen_nk = f"_nk_job = {job}"
+    # Order matters: in-file repeats (earlier batch, then earlier in this batch) are reported
+    # before conflicts with rows that existed before the job.
     cases = [f"WHEN {fk_bad} THEN 'fk'"]
     if nk:
-        cases.append("WHEN m._id IS NULL AND m._nk_hit IS NULL THEN 'required:id'")
+        cases.append("WHEN _id IS NULL AND _nk_hit IS NULL THEN 'required:id'")
     cases.append(f"WHEN {seen_id} THEN 'dup:id'")
     if nk:
         cases.append(f"WHEN {seen_nk} THEN 'dup:{nk}'")
-        cases.append(f"WHEN m._id IS NOT NULL AND m._nk_hit IS NOT NULL AND m._nk_hit <> m._id THEN 'conflict:{nk}'")
+    cases.append("WHEN _id_rank > 1 THEN 'dup:id'")
+    if nk:
+        cases.append(f"WHEN _nk_rank > 1 THEN 'dup:{nk}'")
+        cases.append(
+            f"WHEN _id IS NOT NULL AND _nk_hit IS NOT NULL AND _nk_hit <> _id THEN 'conflict:{nk}'"
+        )
     if mode == "insert":
-        cases.append("WHEN m._id_hit IS NOT NULL THEN 'exists:id'")
+        cases.append("WHEN _id_hit IS NOT NULL THEN 'exists:id'")
         if nk:
-            cases.append(f"WHEN m._nk_hit IS NOT NULL THEN 'exists:{nk}'")
-    target = "coalesce(m._id, m._nk_hit)"
+            cases.append(f"WHEN _nk_hit IS NOT NULL THEN 'exists:{nk}'")
     id_expr = "st.id::uuid" if id_col.kind is Kind.UUID else "st.id"
+    # Candidates for "first record with this key wins": references fine and a target id known.
+    candidate = f"NOT ({fk_bad}) AND coalesce(_id, _nk_hit) IS NOT NULL"
     nk_rank = (
-        "CASE WHEN _pre IS NULL THEN row_number() OVER (PARTITION BY _pre IS NULL, _nk ORDER BY __row) END"
+        f"CASE WHEN {candidate} THEN row_number() OVER (PARTITION BY {candidate}, _nk "
+        "ORDER BY __row) END"
         if nk else "NULL::bigint"
     )
     return f"""
@@ -126,20 +136,14 @@ WITH s AS (
     SELECT st.*, {id_expr} AS _id, {nk_expr} AS _nk FROM {stage_table(resource)} st
 ), m AS (
     SELECT {', '.join(selects)} FROM s {' '.join(joins)}
-), pre AS (
-    SELECT m.*, {target} AS _target, CASE {' '.join(cases)} END AS _pre FROM m
 ), ranked AS (
-    SELECT pre.*,
-        CASE WHEN _pre IS NULL THEN row_number() OVER (PARTITION BY _pre IS NULL, _target ORDER BY __row) END AS _id_rank,
+    SELECT m.*, coalesce(_id, _nk_hit) AS _target,
+        CASE WHEN {candidate} THEN row_number() OVER (
+            PARTITION BY {candidate}, coalesce(_id, _nk_hit) ORDER BY __row) END AS _id_rank,
         {nk_rank} AS _nk_rank
-    FROM pre
+    FROM m
 )
-SELECT ranked.*, CASE
-    WHEN _pre IS NOT NULL THEN _pre
-    WHEN _id_rank > 1 THEN 'dup:id'
-    {f"WHEN _nk_rank > 1 THEN 'dup:{nk}'" if nk else ''}
-END AS _verdict
-FROM ranked"""
+SELECT ranked.*, CASE {' '.join(cases)} END AS _verdict FROM ranked"""
 
 
 def _value_of(resource: Resource, field_expr: str) -> str:

@@ -63,9 +63,10 @@ def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
 def service(bulkio: Bulkio, db: psycopg.Connection[Any], redis_server: Any) -> Iterator[Bulkio]:
     db.execute(f"TRUNCATE {TABLES} CASCADE")
     redis_server.flush()
-    bulkio.workers = [w for w in bulkio.workers if w.alive()] or bulkio.workers
-    if not any(w.alive() for w in bulkio.workers):
-        bulkio.workers = []
+    for dead in [w for w in bulkio.workers if not w.alive()]:
+        dead.stop()
+        bulkio.workers.remove(dead)
+    if not bulkio.workers:
         bulkio.start_worker()
     yield bulkio
 

@@ -45,6 +45,8 @@ class Proc:
             return None
 
     def stop(self, timeout: float = 20) -> None:
+        if self._fh.closed:
+            return
         if self.alive():
             self.signal(signal.SIGTERM)
             if self.wait(timeout) is None:

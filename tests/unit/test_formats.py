@@ -149,3 +149,14 @@ def test_frames_are_strings_with_row_and_line():
     assert batches[0].frame.schema == {"id": pl.String, "name": pl.String, "x": pl.String,
                                        "__row": pl.Int64, "__line": pl.Int64}
     assert rows_of(batches) == [{"id": "5", "name": "true", "x": None, "__row": 1, "__line": 1}]
+
+
+@pytest.mark.parametrize("data", [b"\x1f\x8b\x08\x00garbage", gzip.compress(b'{"id":"1"}\n' * 50)[:-12]])
+def test_corrupt_or_truncated_gzip_is_a_file_error(data):
+    with pytest.raises(FileError, match="gzip"):
+        read(data, "ndjson")
+
+
+def test_concatenated_gzip_members_are_read_whole():
+    data = gzip.compress(b'{"id":"1"}\n') + gzip.compress(b'{"id":"2"}\n')
+    assert [r["id"] for r in rows_of(read(data, "ndjson", chunk=5))] == ["1", "2"]

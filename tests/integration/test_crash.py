@@ -1,0 +1,52 @@
+"""A worker SIGKILLed mid-import: after a restart the job resumes from its last checkpoint and
+every valid row is stored exactly once, every error reported exactly once."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from datafiles import make
+from harness import Bulkio
+
+pytestmark = pytest.mark.integration
+
+
+def _wait_for_progress(service: Bulkio, job_id: str, minimum: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        processed = int(service.client.get(f"/v1/jobs/{job_id}").json()["processed"])
+        if processed >= minimum:
+            return processed
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} made no progress\n{service.logs()}")
+
+
+def test_sigkill_mid_import_resumes_exactly_once(
+        service: Bulkio, db: psycopg.Connection[Any], datadir: Path) -> None:
+    path, expected = make(datadir, "users", "csv", 30_000, seed=3)
+    job_id = service.upload(path, "users").json()["job_id"]
+    seen = _wait_for_progress(service, job_id, 3_000)
+    for worker in service.workers:
+        worker.signal(signal.SIGKILL)
+        worker.stop()
+    at_kill = int(service.client.get(f"/v1/jobs/{job_id}").json()["processed"])
+    assert seen <= at_kill < expected.total_records, "the kill must land mid-import"
+    service.workers = []
+    service.start_worker()
+    job = service.wait(job_id, timeout=120)
+    assert job["status"] == "completed", job
+    assert job["attempts"] >= 2
+    assert (job["processed"], job["successful"], job["failed"]) == (
+        expected.total_records, expected.successful, expected.failed)
+    total, distinct = db.execute("SELECT count(*), count(DISTINCT id) FROM users").fetchone()
+    assert total == distinct == expected.successful
+    errors = db.execute(
+        "SELECT row_no, line_no, field, code FROM job_errors WHERE job_id = %s ORDER BY 1, 3",
+        (job_id,)).fetchall()
+    assert sorted(errors, key=lambda e: (e[0], e[2] or "")) == [tuple(e) for e in expected.errors]
