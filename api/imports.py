@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -41,8 +42,9 @@ class _Upload:
         async for chunk in chunks:
             self.size += len(chunk)
             if self.size > self.limit:
-                raise Problem(413, f"the upload is larger than {self.limit} bytes "
-                                   "(BULKIO_MAX_UPLOAD_BYTES)")
+                raise Problem(
+                    413, f"the upload is larger than {self.limit} bytes (BULKIO_MAX_UPLOAD_BYTES)"
+                )
             self.sha.update(chunk)
             yield chunk
 
@@ -69,7 +71,8 @@ class ImportController(Controller):
         status_code=202,
         summary="Upload a file and start an import job",
         description=(
-            "multipart/form-data with fields `file`, `resource` (users|articles|comments), optional "
+            "multipart/form-data with fields `file`, `resource` (users|articles|comments), "
+            "optional "
             "`format` (csv|ndjson|json; default from the file name, `.gz` looked through) and "
             "`mode` (upsert|insert|validate_only). A raw body with the same names as query "
             "parameters is accepted too. The file streams to object storage; the answer is the "
@@ -89,7 +92,11 @@ class ImportController(Controller):
         job_id = jobs.new_job_id()
         object_key = f"imports/{job_id}/source"
         upload = _Upload(app.settings.max_upload_bytes)
-        fields = {k: v for k, v in request.query_params.items() if k in ("resource", "format", "mode", "filename")}
+        fields = {
+            k: v
+            for k, v in request.query_params.items()
+            if k in ("resource", "format", "mode", "filename")
+        }
         file_name: str | None = fields.pop("filename", None)
         got_file = False
         stored = False
@@ -125,8 +132,16 @@ class ImportController(Controller):
                 view = job_view(job, base_url=app.settings.public_url, replayed=True)
                 return Response(view, status_code=202, headers={"Idempotent-Replayed": "true"})
             job = await app.run(
-                jobs.create, job_id=job_id, kind="import", resource=resource, fmt=fmt, mode=mode,
-                owner=owner, file_name=file_name, object_key=object_key, total_bytes=upload.size,
+                jobs.create,
+                job_id=job_id,
+                kind="import",
+                resource=resource,
+                fmt=fmt,
+                mode=mode,
+                owner=owner,
+                file_name=file_name,
+                object_key=object_key,
+                total_bytes=upload.size,
             )
             if key is not None:
                 await app.run(jobs.complete_key, owner, key, digest, job.id)
@@ -136,26 +151,30 @@ class ImportController(Controller):
             if key is not None and stored_hash is None:
                 await app.run(jobs.release_key, owner, key)
             raise
-        try:
+        # Redis down: the job stays queued and the reconciler enqueues it later.
+        with contextlib.suppress(Exception):
             app.doorbell.ring(job.id)
-        except Exception:
-            pass
         headers = {"Location": f"/v1/imports/{job.id}"}
         if key is not None:
             headers["Idempotent-Replayed"] = "false"
-        return Response(job_view(job, base_url=app.settings.public_url), status_code=202,
-                        headers=headers)
+        return Response(
+            job_view(job, base_url=app.settings.public_url), status_code=202, headers=headers
+        )
 
     @staticmethod
-    def _check(app: AppState, fields: dict[str, str], file_name: str | None, got_file: bool,
-               size: int) -> tuple[str, str, str]:
+    def _check(
+        app: AppState, fields: dict[str, str], file_name: str | None, got_file: bool, size: int
+    ) -> tuple[str, str, str]:
         if not got_file:
             raise Problem(400, "the multipart form has no 'file' field")
         resource = fields.get("resource", "")
         if resource not in app.catalog:
-            raise Problem(400, f"resource must be one of {', '.join(app.catalog)}; "
-                               f"got {resource!r}" if resource else
-                               f"the 'resource' field is required ({', '.join(app.catalog)})")
+            raise Problem(
+                400,
+                f"resource must be one of {', '.join(app.catalog)}; got {resource!r}"
+                if resource
+                else f"the 'resource' field is required ({', '.join(app.catalog)})",
+            )
         mode = fields.get("mode") or "upsert"
         if mode not in MODES:
             raise Problem(400, f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -182,8 +201,9 @@ class ImportController(Controller):
         self,
         state: State,
         job_id: str,
-        report_format: str = Parameter(query="format", default="ndjson",
-                                       description="ndjson, json or csv"),
+        report_format: str = Parameter(
+            query="format", default="ndjson", description="ndjson, json or csv"
+        ),
     ) -> Stream:
         app: AppState = state.app
         if report_format not in REPORT_FORMATS:
@@ -191,12 +211,15 @@ class ImportController(Controller):
         job = app.sync(jobs.get, job_id, None, "import")
         if job is None:
             raise Problem(404, f"no import job {job_id}")
-        writer = writer_for(report_format, REPORT_COLUMNS, formula_guard=app.settings.csv_formula_guard)
+        writer = writer_for(
+            report_format, REPORT_COLUMNS, formula_guard=app.settings.csv_formula_guard
+        )
         return Stream(
             _report(app, job.id, writer),
             media_type=writer.content_type,
-            headers={"Content-Disposition":
-                     f'attachment; filename="errors-{job.id}.{writer.extension}"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="errors-{job.id}.{writer.extension}"'
+            },
         )
 
 
@@ -205,7 +228,11 @@ def _job_view(app: AppState, job_id: str, kind: str | None) -> JobView:
         job = jobs.get(conn, job_id, None, kind)
         if job is None:
             raise Problem(404, f"no {kind or ''} job {job_id}".replace("  ", " "))
-        errors = jobs.first_errors(conn, job.id, app.settings.inline_errors) if job.kind == "import" else []
+        errors = (
+            jobs.first_errors(conn, job.id, app.settings.inline_errors)
+            if job.kind == "import"
+            else []
+        )
     return job_view(job, base_url=app.settings.public_url, errors=errors)
 
 

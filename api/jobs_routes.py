@@ -21,8 +21,12 @@ class JobController(Controller):
     def status(self, state: State, job_id: str) -> JobView:
         return _job_view(state.app, job_id, None)
 
-    @post("/{job_id:str}/cancel", sync_to_thread=True, status_code=202,
-          summary="Cancel a job: queued jobs stop at once, running ones at the next batch")
+    @post(
+        "/{job_id:str}/cancel",
+        sync_to_thread=True,
+        status_code=202,
+        summary="Cancel a job: queued jobs stop at once, running ones at the next batch",
+    )
     def cancel(self, state: State, job_id: str) -> JobView:
         app: AppState = state.app
         job = app.sync(jobs.get, job_id)

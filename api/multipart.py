@@ -98,8 +98,11 @@ class StreamingForm:
             _, params = parse_options_header(headers.get("content-disposition", ""))
             name = params.get(b"name", b"").decode("utf-8", "replace")
             raw_filename = params.get(b"filename")
-            part = Part(name, raw_filename.decode("utf-8", "replace") if raw_filename is not None
-                        else None, headers.get("content-type"))
+            part = Part(
+                name,
+                raw_filename.decode("utf-8", "replace") if raw_filename is not None else None,
+                headers.get("content-type"),
+            )
             finished = False
 
             async def data_of() -> AsyncIterator[bytes]:

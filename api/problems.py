@@ -23,34 +23,51 @@ PROBLEM = "application/problem+json"
 class Problem(HTTPException):
     """Raised by handlers with a status, a title and a precise detail."""
 
-    def __init__(self, status: int, detail: str, *, title: str | None = None,
-                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail=detail, status_code=status, headers=headers)
         self.title = title
-        self.extra = extra
+        self.fields = extra
 
 
-def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None,
-            **extra: Any) -> Response[dict[str, Any]]:
+def problem(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[dict[str, Any]]:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
-           415: "Unsupported Media Type", 422: "Unprocessable Content",
-           429: "Too Many Requests", 503: "Service Unavailable"}
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
 
 
 def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
     extra: dict[str, Any] = {}
     if isinstance(exc, Problem):
-        extra = exc.extra
+        extra = dict(exc.fields)
         title = exc.title or _TITLES.get(status, "Error")
     else:
         title = _TITLES.get(status, "Error")
-    if isinstance(exc, ValidationException) and exc.extra:
+    if isinstance(exc, ValidationException) and exc.extra is not None:
         extra["errors"] = exc.extra
     return problem(status, title, str(exc.detail), headers=exc.headers, **extra)
 
@@ -67,8 +84,11 @@ def on_file_error(request: Request[Any, Any, Any], exc: FileError) -> Response[d
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("unhandled error", extra={"path": request.url.path})
-    return problem(HTTP_500_INTERNAL_SERVER_ERROR, "Internal Server Error",
-                   "the server failed to handle this request; it has been logged")
+    return problem(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "Internal Server Error",
+        "the server failed to handle this request; it has been logged",
+    )
 
 
 HANDLERS: dict[Any, Any] = {

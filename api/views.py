@@ -15,9 +15,15 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
-def job_view(job: Job, *, base_url: str, errors: list[dict[str, Any]] | None = None,
-             download_url: str | None = None, download_ttl: int | None = None,
-             replayed: bool = False) -> JobView:
+def job_view(
+    job: Job,
+    *,
+    base_url: str,
+    errors: list[dict[str, Any]] | None = None,
+    download_url: str | None = None,
+    download_ttl: int | None = None,
+    replayed: bool = False,
+) -> JobView:
     now = datetime.now(UTC)
     duration = jobs.duration_ms(job, now)
     processed = int(job.processed)
@@ -25,7 +31,11 @@ def job_view(job: Job, *, base_url: str, errors: list[dict[str, Any]] | None = N
     bytes_read = int(job.bytes_read)
     percent = None
     if total_bytes:
-        percent = 100.0 if job.status == "completed" else round(min(bytes_read / total_bytes, 1.0) * 100, 2)
+        percent = (
+            100.0
+            if job.status == "completed"
+            else round(min(bytes_read / total_bytes, 1.0) * 100, 2)
+        )
     report = None
     if job.kind == "import":
         report = f"{base_url}/v1/imports/{job.id}/errors?" + urlencode({"format": "ndjson"})

@@ -19,8 +19,12 @@ def empty_errors() -> pl.DataFrame:
     return pl.DataFrame(schema=ERROR_SCHEMA)
 
 
-def malformed(rows: list[int] | pl.Series, lines: list[int] | pl.Series, message: str | pl.Series,
-              value: str | pl.Series | None = None) -> pl.DataFrame:
+def malformed(
+    rows: list[int] | pl.Series,
+    lines: list[int] | pl.Series,
+    message: str | pl.Series,
+    value: str | pl.Series | None = None,
+) -> pl.DataFrame:
     n = len(rows)
     frame = pl.DataFrame(
         {
@@ -29,7 +33,9 @@ def malformed(rows: list[int] | pl.Series, lines: list[int] | pl.Series, message
             "field": pl.Series([None] * n, dtype=pl.String),
             "code": pl.Series(["malformed_record"] * n, dtype=pl.String),
             "message": message if isinstance(message, pl.Series) else pl.Series([message] * n),
-            "value": value if isinstance(value, pl.Series) else pl.Series([value] * n, dtype=pl.String),
+            "value": value
+            if isinstance(value, pl.Series)
+            else pl.Series([value] * n, dtype=pl.String),
         }
     )
     return frame.cast(ERROR_SCHEMA)  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """Exceptions raised inside the engine.
 
     BulkioError
-    ├── FileError            the uploaded file cannot be read at all: the job fails with this message
+    ├── FileError            the file cannot be read at all: the job fails with this message
     │   ├── UnsupportedFormat
     │   ├── DecompressedTooLarge
     │   ├── InvalidEncoding

@@ -15,6 +15,7 @@ from engine.error_rows import ERROR_SCHEMA
 from engine.errors import FileError, LeaseLost
 from engine.formats import Header, Position, read_batches
 from engine.load import BatchInput, BatchLoader
+from engine.prefetch import prefetch
 from engine.resources import Resource
 from engine.settings import Settings
 from engine.storage import Storage
@@ -45,12 +46,20 @@ def run_import(ctx: ImportContext, job_id: str) -> str:
         return "not-claimed"
     resource = ctx.catalog[job.resource]
     start = Position(job.next_batch, job.next_offset, job.next_row, job.next_lines)
-    loader = BatchLoader(ctx.bulk, resource, job.id, job.mode or "upsert", ctx.worker,
-                         s.lease_seconds)
+    loader = BatchLoader(
+        ctx.bulk, resource, job.id, job.mode or "upsert", ctx.worker, s.lease_seconds
+    )
     began = time.monotonic()
     headers: list[Header] = []
-    log.info("import started", extra={"job_id": job.id, "resource": resource.name,
-                                      "format": job.format, "resume_batch": start.batch})
+    log.info(
+        "import started",
+        extra={
+            "job_id": job.id,
+            "resource": resource.name,
+            "format": job.format,
+            "resume_batch": start.batch,
+        },
+    )
     try:
         batches = read_batches(
             ctx.storage.read(job.object_key),
@@ -63,21 +72,29 @@ def run_import(ctx: ImportContext, job_id: str) -> str:
             start=start,
             header_out=headers,
         )
-        for batch in batches:
+        checked_batches = prefetch(((b, validate(b.frame, resource)) for b in batches), depth=1)
+        for batch, checked in checked_batches:
             if headers and start.batch == 0 and batch.index == 0 and headers[0].warnings:
                 jobs.set_warnings(ctx.conn, job.id, headers[0].warnings)
             t0 = time.monotonic()
-            checked = validate(batch.frame, resource)
             errors = pl.concat([batch.errors.cast(ERROR_SCHEMA), checked.errors])  # type: ignore[arg-type]
             outcome = loader.apply(
-                BatchInput(batch.index, batch.rows, checked.valid, errors, batch.after,
-                           batch.bytes_end)
+                BatchInput(
+                    batch.index, batch.rows, checked.valid, errors, batch.after, batch.bytes_end
+                )
             )
-            log.info("batch committed", extra={
-                "job_id": job.id, "batch": batch.index, "rows": outcome.processed,
-                "failed": outcome.failed, "inserted": outcome.inserted,
-                "updated": outcome.updated, "seconds": round(time.monotonic() - t0, 3),
-            })
+            log.info(
+                "batch committed",
+                extra={
+                    "job_id": job.id,
+                    "batch": batch.index,
+                    "rows": outcome.processed,
+                    "failed": outcome.failed,
+                    "inserted": outcome.inserted,
+                    "updated": outcome.updated,
+                    "seconds": round(time.monotonic() - t0, 3),
+                },
+            )
             if outcome.cancel_requested:
                 jobs.finish(ctx.conn, job.id, ctx.worker, "cancelled")
                 log.info("import cancelled", extra={"job_id": job.id})
@@ -97,10 +114,15 @@ def run_import(ctx: ImportContext, job_id: str) -> str:
     final = jobs.get(ctx.conn, job.id)
     elapsed = time.monotonic() - began
     if final is not None:
-        log.info("import completed", extra={
-            "job_id": job.id, "rows": final.processed, "failed": final.failed,
-            "error_rate": round(final.failed / final.processed, 6) if final.processed else 0.0,
-            "seconds": round(elapsed, 3),
-            "rows_per_sec": round(final.processed / elapsed, 1) if elapsed else None,
-        })
+        log.info(
+            "import completed",
+            extra={
+                "job_id": job.id,
+                "rows": final.processed,
+                "failed": final.failed,
+                "error_rate": round(final.failed / final.processed, 6) if final.processed else 0.0,
+                "seconds": round(elapsed, 3),
+                "rows_per_sec": round(final.processed / elapsed, 1) if elapsed else None,
+            },
+        )
     return "completed"

@@ -56,10 +56,20 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
-def create(conn: psycopg.Connection[Any], *, job_id: str, kind: str, resource: str, fmt: str,
-           mode: str | None, owner: str, options: dict[str, Any] | None = None,
-           file_name: str | None = None, object_key: str | None = None,
-           total_bytes: int | None = None) -> Job:
+def create(
+    conn: psycopg.Connection[Any],
+    *,
+    job_id: str,
+    kind: str,
+    resource: str,
+    fmt: str,
+    mode: str | None,
+    owner: str,
+    options: dict[str, Any] | None = None,
+    file_name: str | None = None,
+    object_key: str | None = None,
+    total_bytes: int | None = None,
+) -> Job:
     from psycopg.types.json import Jsonb
 
     row = _one(
@@ -67,15 +77,26 @@ def create(conn: psycopg.Connection[Any], *, job_id: str, kind: str, resource: s
         """INSERT INTO jobs (id, kind, resource, format, mode, owner, options, file_name,
                              object_key, total_bytes)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
-        (job_id, kind, resource, fmt, mode, owner, Jsonb(options or {}), file_name, object_key,
-         total_bytes),
+        (
+            job_id,
+            kind,
+            resource,
+            fmt,
+            mode,
+            owner,
+            Jsonb(options or {}),
+            file_name,
+            object_key,
+            total_bytes,
+        ),
     )
     assert row is not None
     return Job(row)
 
 
-def get(conn: psycopg.Connection[Any], job_id: str, owner: str | None = None,
-        kind: str | None = None) -> Job | None:
+def get(
+    conn: psycopg.Connection[Any], job_id: str, owner: str | None = None, kind: str | None = None
+) -> Job | None:
     """The job, or None when it does not exist or belongs to someone else (owner=None: anyone)."""
     try:
         uuid.UUID(job_id)
@@ -107,7 +128,7 @@ def request_hash(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def reserve_key(conn: psycopg.Connection[Any], owner: str, key: str) -> Job | None | str:
+def reserve_key(conn: psycopg.Connection[Any], owner: str, key: str) -> Job | str | None:
     """Reserve ``key`` for a new request. Returns None when reserved for the caller, the stored
     request hash (str) when the key already names a finished request whose job is returned by
     :func:`replay`, or raises IdempotencyInProgress."""
@@ -144,8 +165,11 @@ def replay(conn: psycopg.Connection[Any], owner: str, key: str, digest: str) -> 
         "WHERE k.owner = %s AND k.key = %s",
         (owner, key),
     )
-    stored = _one(conn, "SELECT request_hash FROM idempotency_keys WHERE owner = %s AND key = %s",
-                  (owner, key))
+    stored = _one(
+        conn,
+        "SELECT request_hash FROM idempotency_keys WHERE owner = %s AND key = %s",
+        (owner, key),
+    )
     if row is None or stored is None:
         raise IdempotencyInProgress("the job of this Idempotency-Key is gone; use a new key")
     if stored["request_hash"] != digest:
@@ -155,8 +179,9 @@ def replay(conn: psycopg.Connection[Any], owner: str, key: str, digest: str) -> 
     return Job(row)
 
 
-def complete_key(conn: psycopg.Connection[Any], owner: str, key: str, digest: str,
-                 job_id: str) -> None:
+def complete_key(
+    conn: psycopg.Connection[Any], owner: str, key: str, digest: str, job_id: str
+) -> None:
     conn.execute(
         "UPDATE idempotency_keys SET request_hash = %s, job_id = %s WHERE owner = %s AND key = %s",
         (digest, job_id, owner, key),
@@ -173,8 +198,9 @@ def release_key(conn: psycopg.Connection[Any], owner: str, key: str) -> None:
 # ---------------------------------------------------------------- claiming and leases
 
 
-def claim(conn: psycopg.Connection[Any], job_id: str, worker: str, lease_seconds: int,
-          max_attempts: int) -> Job | None:
+def claim(
+    conn: psycopg.Connection[Any], job_id: str, worker: str, lease_seconds: int, max_attempts: int
+) -> Job | None:
     """Take the job's lease if it is free. Fails the job when it has used up its attempts."""
     row = _one(
         conn,
@@ -189,8 +215,12 @@ def claim(conn: psycopg.Connection[Any], job_id: str, worker: str, lease_seconds
     if row is None:
         return None
     if row["attempts"] > max_attempts:
-        fail(conn, job_id, worker,
-             f"gave up after {max_attempts} attempts; last error: {row['error'] or 'worker lost'}")
+        fail(
+            conn,
+            job_id,
+            worker,
+            f"gave up after {max_attempts} attempts; last error: {row['error'] or 'worker lost'}",
+        )
         return None
     return Job(row)
 
@@ -218,8 +248,13 @@ def set_warnings(conn: psycopg.Connection[Any], job_id: str, warnings: list[str]
     conn.execute("UPDATE jobs SET warnings = %s WHERE id = %s", (warnings, job_id))
 
 
-def finish(conn: psycopg.Connection[Any], job_id: str, worker: str, status: str = "completed",
-           **fields: Any) -> bool:
+def finish(
+    conn: psycopg.Connection[Any],
+    job_id: str,
+    worker: str,
+    status: str = "completed",
+    **fields: Any,
+) -> bool:
     sets = "".join(f", {name} = %({name})s" for name in fields)
     cur = conn.execute(
         f"""UPDATE jobs SET status = %(status)s, lease_owner = NULL, lease_expires = NULL,
@@ -253,8 +288,9 @@ def request_cancel(conn: psycopg.Connection[Any], job_id: str) -> Job | None:
     return Job(row) if row else None
 
 
-def due_for_requeue(conn: psycopg.Connection[Any], requeue_after: int, max_attempts: int
-                    ) -> list[tuple[str, str]]:
+def due_for_requeue(
+    conn: psycopg.Connection[Any], requeue_after: int, max_attempts: int
+) -> list[tuple[str, str]]:
     """Jobs whose worker died (lease expired) or whose message was lost (queued too long).
 
     Marks them touched so the next pass does not enqueue them again at once; fails running jobs

@@ -31,6 +31,13 @@ log = logging.getLogger(__name__)
 
 #: Attempts of one batch when a concurrent writer makes the merge violate a constraint.
 MAX_BATCH_RETRIES = 5
+#: After this many misses of an optimistic path, a job stops trying that path.
+FAST_PATH_MISSES = 2
+
+
+class _FastPathMiss(Exception):
+    """Raised when the optimistic path applied fewer rows than staged (the batch needs the
+    full classification); the transaction is rolled back and the batch retried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +74,9 @@ RETURNING cancel_requested
 class BatchLoader:
     """Applies batches of one job on one connection; see the module docstring."""
 
-    def __init__(self, conn: Any, resource: Resource, job_id: str, mode: str, worker: str,
-                 lease_seconds: int) -> None:
+    def __init__(
+        self, conn: Any, resource: Resource, job_id: str, mode: str, worker: str, lease_seconds: int
+    ) -> None:
         self.conn = conn
         self.resource = resource
         self.job_id = job_id
@@ -81,8 +89,41 @@ class BatchLoader:
         self._upsert = merge_sql.upsert(resource, job_id, mode)
         self._remember = merge_sql.remember_keys(resource, job_id)
         self._rejected = merge_sql.rejected_count(resource)
+        # Optimistic paths for clean batches, cheapest first; each is dropped for the rest of
+        # the job after FAST_PATH_MISSES misses. The full classification always works.
+        self._paths: list[tuple[str, int]] = []
+        if mode != "validate_only":
+            self._paths.append((merge_sql.fast_upsert(resource, job_id, mode, plain=True), 0))
+            if mode == "upsert":
+                self._paths.append((merge_sql.fast_upsert(resource, job_id, mode), 0))
+
+    def _clean(self, valid: pl.DataFrame) -> bool:
+        """No row lacks an id and no key repeats within the batch (cheap, vectorised)."""
+        ids = valid.get_column("id")
+        if ids.null_count() or ids.is_duplicated().any():
+            return False
+        nk = self.resource.natural_key
+        if nk:
+            keys = valid.get_column(nk)
+            if self.resource.natural_key_ci:
+                keys = keys.str.to_lowercase()
+            if keys.is_duplicated().any():
+                return False
+        return True
 
     def apply(self, batch: BatchInput) -> BatchOutcome:
+        if self._paths and batch.valid.height and self._clean(batch.valid):
+            for i, (sql, misses) in enumerate(self._paths):
+                if misses >= FAST_PATH_MISSES:
+                    continue
+                try:
+                    return self._apply_once(batch, fast=sql)
+                except (_FastPathMiss, adbc_driver_manager.IntegrityError):
+                    self.conn.rollback()
+                    self._paths[i] = (sql, misses + 1)
+                except BaseException:
+                    self.conn.rollback()
+                    raise
         for attempt in range(1, MAX_BATCH_RETRIES + 1):
             try:
                 return self._apply_once(batch)
@@ -92,33 +133,54 @@ class BatchLoader:
                     raise
                 log.warning(
                     "batch conflicted with a concurrent writer; classifying again",
-                    extra={"job_id": self.job_id, "batch": batch.index, "attempt": attempt,
-                           "error": str(exc).splitlines()[0]},
+                    extra={
+                        "job_id": self.job_id,
+                        "batch": batch.index,
+                        "attempt": attempt,
+                        "error": str(exc).splitlines()[0],
+                    },
                 )
             except BaseException:
                 self.conn.rollback()
                 raise
         raise AssertionError("unreachable")
 
-    def _apply_once(self, batch: BatchInput) -> BatchOutcome:
+    def _apply_once(self, batch: BatchInput, fast: str | None = None) -> BatchOutcome:
         cur = self.conn.cursor()
         try:
+            # Key lookups must cost O(batch), not O(table): a hash join would scan the whole
+            # target table for every batch (measured: 0.74 s/batch at 1M users, growing).
+            cur.execute("SET LOCAL enable_hashjoin = off")
+            cur.execute("SET LOCAL enable_mergejoin = off")
             for ddl in merge_sql.stage_ddl(self.resource):
                 cur.execute(ddl)
             stage_rows = batch.valid.select(
-                pl.col(ROW).alias("__row"), pl.col(LINE).alias("__line"),
+                pl.col(ROW).alias("__row"),
+                pl.col(LINE).alias("__line"),
                 *self.resource.column_names,
             )
             if stage_rows.height:
-                cur.adbc_ingest(merge_sql.stage_table(self.resource), stage_rows.to_arrow(),
-                                mode="append", temporary=True)
+                cur.adbc_ingest(
+                    merge_sql.stage_table(self.resource),
+                    stage_rows.to_arrow(),
+                    mode="append",
+                    temporary=True,
+                )
             if batch.errors.height:
-                cur.adbc_ingest(merge_sql.STAGE_ERRORS,
-                                batch.errors.cast(ERROR_SCHEMA).to_arrow(),  # type: ignore[arg-type]
-                                mode="append", temporary=True)
+                cur.adbc_ingest(
+                    merge_sql.STAGE_ERRORS,
+                    batch.errors.cast(ERROR_SCHEMA).to_arrow(),  # type: ignore[arg-type]
+                    mode="append",
+                    temporary=True,
+                )
                 cur.execute(self._stage_errors_sql)
             inserted = updated = rejected = sql_errors = 0
-            if stage_rows.height:
+            if fast:
+                cur.execute(fast)
+                inserted, updated, applied = (int(v) for v in cur.fetchone())
+                if applied != stage_rows.height:
+                    raise _FastPathMiss
+            elif stage_rows.height:
                 cur.execute(self._classify)
                 cur.execute(self._errors_sql)
                 cur.execute(self._rejected)
@@ -135,16 +197,32 @@ class BatchLoader:
             pos = batch.after
             cur.execute(
                 _CHECKPOINT,
-                parameters=(pos.batch, pos.offset, pos.row, pos.lines, batch.rows,
-                            batch.rows - failed, failed, errors, inserted, updated,
-                            batch.bytes_read, float(self.lease_seconds), self.job_id,
-                            self.worker, batch.index),
+                parameters=(
+                    pos.batch,
+                    pos.offset,
+                    pos.row,
+                    pos.lines,
+                    batch.rows,
+                    batch.rows - failed,
+                    failed,
+                    errors,
+                    inserted,
+                    updated,
+                    batch.bytes_read,
+                    float(self.lease_seconds),
+                    self.job_id,
+                    self.worker,
+                    batch.index,
+                ),
             )
             row = cur.fetchone()
             if row is None:
-                raise LeaseLost(f"job {self.job_id}: lease lost before committing batch {batch.index}")
+                raise LeaseLost(
+                    f"job {self.job_id}: lease lost before committing batch {batch.index}"
+                )
             self.conn.commit()
-            return BatchOutcome(batch.rows, batch.rows - failed, failed, errors, inserted,
-                                updated, bool(row[0]))
+            return BatchOutcome(
+                batch.rows, batch.rows - failed, failed, errors, inserted, updated, bool(row[0])
+            )
         finally:
             cur.close()

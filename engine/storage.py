@@ -6,6 +6,7 @@ or, for the local store, HMAC-signed URLs that the API verifies and serves itsel
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import time
@@ -49,10 +50,8 @@ class Storage:
         return int(obstore.head(self.store, path)["size"])
 
     def delete(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             obstore.delete(self.store, path)
-        except FileNotFoundError:
-            pass
 
     def presign(self, path: str, ttl: int) -> str | None:
         """A presigned GET URL (S3 only); None for stores the API must serve itself."""
@@ -83,7 +82,9 @@ def open_storage(settings: Settings) -> Storage:
             **config,
         )
         return Storage(store, "s3")
-    raise ValueError(f"BULKIO_STORAGE_URL: unsupported scheme in {url!r} (file://, s3://, memory://)")
+    raise ValueError(
+        f"BULKIO_STORAGE_URL: unsupported scheme in {url!r} (file://, s3://, memory://)"
+    )
 
 
 # ---------------------------------------------------------------- signed local downloads
@@ -98,8 +99,9 @@ def signed_query(secret: bytes, path: str, ttl: int, now: float | None = None) -
     return {"expires": str(expires), "signature": sign_path(secret, path, expires)}
 
 
-def verify_signature(secret: bytes, path: str, expires: str, signature: str,
-                     now: float | None = None) -> bool:
+def verify_signature(
+    secret: bytes, path: str, expires: str, signature: str, now: float | None = None
+) -> bool:
     try:
         deadline = int(expires)
     except ValueError:

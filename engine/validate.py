@@ -41,7 +41,9 @@ def _format_message(col: Column) -> str:
         case Kind.EMAIL:
             return f"{name} is not a valid email address"
         case Kind.SLUG:
-            return f"{name} must be kebab-case: lowercase letters and digits joined by single hyphens"
+            return (
+                f"{name} must be kebab-case: lowercase letters and digits joined by single hyphens"
+            )
         case Kind.BOOL:
             return f"{name} must be true or false"
         case Kind.TIMESTAMP:
@@ -62,17 +64,29 @@ def messages(col: Column) -> dict[str, str]:
     return out
 
 
+#: Accepted timestamp layouts, most common first; later ones only see values earlier ones missed.
+_AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
+_NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
+
+
 def parse_timestamps(raw: pl.Series) -> pl.Series:
     """ISO-8601 → UTC microseconds; null where unparseable. Naive values are taken as UTC."""
     s = raw.str.strip_chars()
-    aware = s.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", strict=False, time_unit="us",
-                              time_zone="UTC")
-    aware_sp = s.str.to_datetime("%Y-%m-%d %H:%M:%S%.f%#z", strict=False, time_unit="us",
-                                 time_zone="UTC")
-    naive = s.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
-    day = s.str.to_datetime("%Y-%m-%d", strict=False, time_unit="us")
-    local = pl.select(pl.coalesce(naive, day)).to_series().dt.replace_time_zone("UTC")
-    return pl.select(pl.coalesce(aware, aware_sp, local)).to_series().alias(raw.name)
+    out = s.str.to_datetime(_AWARE_FORMATS[0], strict=False, time_unit="us", time_zone="UTC")
+    fallbacks = [(f, True) for f in _AWARE_FORMATS[1:]] + [(f, False) for f in _NAIVE_FORMATS]
+    for fmt, aware in fallbacks:
+        missing = out.is_null() & s.is_not_null()
+        if not missing.any():
+            break
+        todo = pl.select(pl.when(missing).then(s).otherwise(None)).to_series()
+        if aware:
+            parsed = todo.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC")
+        else:
+            parsed = todo.str.to_datetime(fmt, strict=False, time_unit="us").dt.replace_time_zone(
+                "UTC"
+            )
+        out = out.fill_null(parsed)
+    return out.alias(raw.name)
 
 
 def parse_tags(raw: pl.Series) -> tuple[pl.Series, pl.Series]:
@@ -81,13 +95,16 @@ def parse_tags(raw: pl.Series) -> tuple[pl.Series, pl.Series]:
     is_json = s.str.starts_with("[")
     json_ok = s.str.contains(_JSON_STRING_ARRAY)
     decoded = (
-        pl.select(pl.when(is_json & json_ok).then(s).otherwise(None)).to_series()
+        pl.select(pl.when(is_json & json_ok).then(s).otherwise(None))
+        .to_series()
         .str.json_decode(pl.List(pl.String))
     )
     piped = s.str.split("|")
     tags = pl.select(
-        pl.when(s.is_null() | (s == "")).then(pl.lit([], dtype=pl.List(pl.String)))
-        .when(is_json).then(decoded)
+        pl.when(s.is_null() | (s == ""))
+        .then(pl.lit([], dtype=pl.List(pl.String)))
+        .when(is_json)
+        .then(decoded)
         .otherwise(piped)
     ).to_series()
     has_empty = tags.list.eval(pl.element().str.strip_chars().str.len_bytes() == 0).list.any()
@@ -142,16 +159,20 @@ def _check(col: Column, raw: pl.Series) -> tuple[pl.Series, pl.Series]:
     code_value = "too_long" if col.kind is Kind.TEXT else "invalid_value"
     present = ~missing
     code = pl.select(
-        pl.when(missing & col.required).then(pl.lit("required"))
-        .when(present & bad_format.fill_null(False)).then(pl.lit("invalid_format"))
-        .when(present & bad_value.fill_null(False)).then(pl.lit(code_value))
+        pl.when(missing & col.required)
+        .then(pl.lit("required"))
+        .when(present & bad_format.fill_null(False))
+        .then(pl.lit("invalid_format"))
+        .when(present & bad_value.fill_null(False))
+        .then(pl.lit(code_value))
         .otherwise(pl.lit(None, dtype=pl.String))
     ).to_series()
     return code.alias(col.name), typed.alias(col.name)
 
 
-def _errors_for(frame: pl.DataFrame, col: Column, code: pl.Series, msgs: dict[str, str]
-                ) -> pl.DataFrame:
+def _errors_for(
+    frame: pl.DataFrame, col: Column, code: pl.Series, msgs: dict[str, str]
+) -> pl.DataFrame:
     picked = frame.select(ROW, LINE, pl.col(col.name).alias("value")).with_columns(code=code)
     picked = picked.filter(pl.col("code").is_not_null())
     if picked.is_empty():

@@ -82,8 +82,15 @@ class Runtime:
             self._conn = db.connect(self.settings.database_url)
         if self._bulk is None:
             self._bulk = db.connect_bulk(self.settings.database_url)
-        return ImportContext(self.settings, self.storage, self.catalog, self._conn, self._bulk,
-                             self.worker_id, self.stopping)
+        return ImportContext(
+            self.settings,
+            self.storage,
+            self.catalog,
+            self._conn,
+            self._bulk,
+            self.worker_id,
+            self.stopping,
+        )
 
     def reset(self) -> None:
         """Drop connections after a failure; the next job opens fresh ones."""
@@ -91,7 +98,7 @@ class Runtime:
             try:
                 if conn is not None:
                     conn.close()
-            except Exception:  # noqa: BLE001 - a broken connection may fail to close; drop it
+            except Exception:
                 log.debug("closing a broken connection failed", exc_info=True)
         self._conn = self._bulk = None
 
@@ -113,7 +120,7 @@ class Runtime:
             try:
                 with db.connect(self.settings.database_url) as conn:
                     jobs.note_error(conn, job_id, self.worker_id, f"{type(exc).__name__}: {exc}")
-            except Exception:  # noqa: BLE001 - PG may be down; the lease then expires instead
+            except Exception:
                 log.warning("could not record the failure", extra={"job_id": job_id})
             raise
 
@@ -135,11 +142,12 @@ def reconcile_forever(settings: Settings, doorbell: Doorbell, stop: threading.Ev
         try:
             if conn is None or conn.closed:
                 conn = db.connect(settings.database_url)
-            for job_id, _kind in jobs.due_for_requeue(conn, settings.requeue_after_seconds,
-                                                      settings.max_attempts):
+            for job_id, _kind in jobs.due_for_requeue(
+                conn, settings.requeue_after_seconds, settings.max_attempts
+            ):
                 doorbell.ring(job_id)
                 log.info("re-enqueued job", extra={"job_id": job_id})
-        except Exception:  # noqa: BLE001 - PG or Redis down: try again next round
+        except Exception:
             log.warning("reconciler round failed", exc_info=True)
             conn = None
 
@@ -150,8 +158,9 @@ def run_worker(settings: Settings) -> None:
     runtime = Runtime(settings)
     declare_actor(broker, runtime)
     doorbell = Doorbell(settings, broker)
-    worker = dramatiq.Worker(broker, queues={settings.queue_name}, worker_threads=1,
-                             worker_timeout=250)
+    worker = dramatiq.Worker(
+        broker, queues={settings.queue_name}, worker_threads=1, worker_timeout=250
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -162,8 +171,9 @@ def run_worker(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     worker.start()
-    reconciler = threading.Thread(target=reconcile_forever, args=(settings, doorbell, stop),
-                                  name="reconciler", daemon=True)
+    reconciler = threading.Thread(
+        target=reconcile_forever, args=(settings, doorbell, stop), name="reconciler", daemon=True
+    )
     reconciler.start()
     log.info("worker ready", extra={"worker": runtime.worker_id, "queue": settings.queue_name})
     while not stop.wait(0.5):

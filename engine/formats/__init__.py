@@ -2,7 +2,8 @@
 
 ``read_batches`` is the single entry point: it decodes (gzip, BOM), checks UTF-8, frames whole
 records (``framing``), and parses each block (``parse``). Every batch knows the position right
-after it, which the loader stores as the job's checkpoint; ``read_batches(start=...)`` resumes there.
+after it, which the loader stores as the job's checkpoint; ``read_batches(start=...)`` resumes
+there.
 """
 
 from __future__ import annotations
@@ -132,7 +133,9 @@ def _first_record(stream: _Stream, framer: Framer, limit: int) -> bytes:
             raise MissingColumns("the CSV header line is longer than the record limit")
 
 
-def _csv_header(stream: _Stream, columns: Sequence[str], required: Sequence[str], limit: int) -> Header:
+def _csv_header(
+    stream: _Stream, columns: Sequence[str], required: Sequence[str], limit: int
+) -> Header:
     raw = _first_record(stream, CsvFramer(), limit)
     if not raw.strip():
         raise MissingColumns("the file is empty: a CSV file needs a header row naming its columns")

@@ -61,11 +61,14 @@ def decoded(chunks: Iterable[bytes], max_bytes: int) -> Iterator[bytes]:
             break
     body: Iterator[bytes]
     if first.startswith(GZIP_MAGIC):
+
         def guarded() -> Iterator[bytes]:
             try:
                 yield from _gunzip((bytes(c) for c in it), first, max_bytes)
             except zlib.error as exc:
-                raise FileError(f"the file looks like gzip but cannot be decompressed: {exc}") from exc
+                raise FileError(
+                    f"the file looks like gzip but cannot be decompressed: {exc}"
+                ) from exc
 
         body = guarded()
     else:

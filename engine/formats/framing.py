@@ -82,7 +82,9 @@ def real_quotes(data: np.ndarray, carried_backslashes: int = 0) -> np.ndarray:
     quotes = np.flatnonzero(data == QUOTE)
     before = quotes - 1
     run = np.where(before >= 0, before - last_plain[np.maximum(before, 0)], 0)
-    run = np.where((before >= 0) & (last_plain[np.maximum(before, 0)] == -1), run + carried_backslashes, run)
+    run = np.where(
+        (before >= 0) & (last_plain[np.maximum(before, 0)] == -1), run + carried_backslashes, run
+    )
     run = np.where(before < 0, carried_backslashes, run)
     mask = np.zeros(n, dtype=bool)
     mask[quotes[run % 2 == 0]] = True
@@ -106,7 +108,7 @@ class JsonArrayFramer:
         quotes = real_quotes(data, self.backslashes)
         parity = (np.cumsum(quotes, dtype=np.int64) & 1).astype(bool)
         inside = ~parity if self.in_string else parity
-        # For a non-quote byte, ``inside`` is the string state around it; quotes are never structure.
+        # For a non-quote byte ``inside`` is the string state around it; quotes are not structure.
         outside = ~inside & ~quotes
         opens = outside & ((data == 0x7B) | (data == 0x5B))
         closes = outside & ((data == 0x7D) | (data == 0x5D))

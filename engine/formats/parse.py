@@ -68,7 +68,9 @@ def _good_bytes(data: bytes, geo: Layout, good: np.ndarray, sep: bytes = b"") ->
     ends = geo.ends[run_stops - 1]
     if not sep:
         return _concat_ranges(data, starts, ends)
-    return sep.join(bytes(memoryview(data)[int(s) : int(e)]) for s, e in zip(starts, ends, strict=True))
+    return sep.join(
+        bytes(memoryview(data)[int(s) : int(e)]) for s, e in zip(starts, ends, strict=True)
+    )
 
 
 # ---------------------------------------------------------------- CSV
@@ -83,8 +85,9 @@ def csv_fields_per_record(block: Block, geo: Layout) -> np.ndarray:
     return np.bincount(owner, minlength=len(geo.ends))[: len(geo.ends)] + 1
 
 
-def parse_csv(block: Block, header: bytes, names: Sequence[str], columns: Sequence[str],
-              first_row: int) -> Parsed:
+def parse_csv(
+    block: Block, header: bytes, names: Sequence[str], columns: Sequence[str], first_row: int
+) -> Parsed:
     geo = layout(block)
     solid = ~geo.blank
     rows = first_row + np.cumsum(solid) - 1
@@ -97,7 +100,9 @@ def parse_csv(block: Block, header: bytes, names: Sequence[str], columns: Sequen
         errors = malformed(
             rows[bad].tolist(),
             geo.lines[bad].tolist(),
-            pl.Series([f"expected {len(names)} fields (the header's), found {n}" for n in found.tolist()]),
+            pl.Series(
+                [f"expected {len(names)} fields (the header's), found {n}" for n in found.tolist()]
+            ),
         )
     if not good.any():
         return Parsed(_empty(columns), errors, int(solid.sum()))
@@ -124,17 +129,18 @@ def _ndjson(data: bytes, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return pl.read_ndjson(io.BytesIO(data), schema=schema)
 
 
-def _isolate(data: bytes, starts: np.ndarray, ends: np.ndarray, schema: dict[str, pl.DataType]
-             ) -> tuple[list[pl.DataFrame], list[int]]:
-    """Parse lines [starts, ends); on failure bisect to find the bad ones. Returns frames, bad idx."""
-    frames: list[pl.DataFrame] = []
+def _isolate(
+    data: bytes, starts: np.ndarray, ends: np.ndarray, schema: dict[str, pl.DataType]
+) -> tuple[list[pl.DataFrame], list[int]]:
+    """Parse lines [starts, ends); on failure bisect to find the bad ones (frames, bad idx)."""
+    frames: list[tuple[int, pl.DataFrame]] = []
     bad: list[int] = []
     stack = [(0, len(starts))]
     while stack:
         lo, hi = stack.pop()
         chunk = bytes(memoryview(data)[int(starts[lo]) : int(ends[hi - 1])])
         try:
-            frames.append((lo, _ndjson(chunk, schema)))  # type: ignore[arg-type]
+            frames.append((lo, _ndjson(chunk, schema)))
         except pl.exceptions.PolarsError:
             if hi - lo == 1:
                 bad.append(lo)
@@ -142,8 +148,7 @@ def _isolate(data: bytes, starts: np.ndarray, ends: np.ndarray, schema: dict[str
                 mid = (lo + hi) // 2
                 stack.append((mid, hi))
                 stack.append((lo, mid))
-    ordered = [f for _, f in sorted(frames, key=lambda t: t[0])]  # type: ignore[misc]
-    return ordered, bad
+    return [f for _, f in sorted(frames, key=lambda t: t[0])], bad
 
 
 def _json_lines(block: Block) -> tuple[bytes, Block]:
@@ -161,7 +166,9 @@ def _json_lines(block: Block) -> tuple[bytes, Block]:
     return arr.tobytes(), block
 
 
-def parse_json_lines(block: Block, columns: Sequence[str], first_row: int, *, array: bool) -> Parsed:
+def parse_json_lines(
+    block: Block, columns: Sequence[str], first_row: int, *, array: bool
+) -> Parsed:
     geo = layout(block)
     data = _json_lines(block)[0] if array else block.data
     arr = as_array(data)
@@ -172,11 +179,23 @@ def parse_json_lines(block: Block, columns: Sequence[str], first_row: int, *, ar
     solid_pos = np.flatnonzero(~ws)
     first_idx = np.searchsorted(solid_pos, geo.starts)
     last_idx = np.searchsorted(solid_pos, geo.ends) - 1
-    safe_first = solid_pos[np.minimum(first_idx, max(len(solid_pos) - 1, 0))] if len(solid_pos) else geo.starts
-    safe_last = solid_pos[np.clip(last_idx, 0, max(len(solid_pos) - 1, 0))] if len(solid_pos) else geo.starts
-    shaped = solid & (arr[np.minimum(safe_first, len(arr) - 1)] == 0x7B) & (
-        arr[np.minimum(safe_last, len(arr) - 1)] == 0x7D
-    ) if len(arr) else solid & False
+    safe_first = (
+        solid_pos[np.minimum(first_idx, max(len(solid_pos) - 1, 0))]
+        if len(solid_pos)
+        else geo.starts
+    )
+    safe_last = (
+        solid_pos[np.clip(last_idx, 0, max(len(solid_pos) - 1, 0))]
+        if len(solid_pos)
+        else geo.starts
+    )
+    shaped = (
+        solid
+        & (arr[np.minimum(safe_first, len(arr) - 1)] == 0x7B)
+        & (arr[np.minimum(safe_last, len(arr) - 1)] == 0x7D)
+        if len(arr)
+        else solid & False
+    )
     schema: dict[str, pl.DataType] = {c: pl.String() for c in columns}
     candidates = np.flatnonzero(shaped)
     frames: list[pl.DataFrame] = []
@@ -200,8 +219,13 @@ def parse_json_lines(block: Block, columns: Sequence[str], first_row: int, *, ar
             geo.lines[order].tolist(),
             f"{kind} is not a valid JSON object",
             pl.Series(
-                [bytes(memoryview(block.data)[int(geo.starts[i]) : int(geo.ends[i])])
-                 .decode("utf-8", "replace").strip().rstrip(",")[:256] for i in order.tolist()],
+                [
+                    bytes(memoryview(block.data)[int(geo.starts[i]) : int(geo.ends[i])])
+                    .decode("utf-8", "replace")
+                    .strip()
+                    .rstrip(",")[:256]
+                    for i in order.tolist()
+                ],
                 dtype=pl.String,
             ),
         )

@@ -32,7 +32,9 @@ def _texty(frame: pl.DataFrame, *, lists_as_json: bool) -> pl.DataFrame:
         elif lists_as_json and isinstance(dtype, pl.List):
             encoded = pl.struct(col.alias("v")).struct.json_encode()
             exprs.append(
-                pl.when(col.is_null()).then(None).otherwise(encoded.str.slice(5, None).str.head(-1))
+                pl.when(col.is_null())
+                .then(None)
+                .otherwise(encoded.str.slice(5, None).str.head(-1))
                 .alias(name)
             )
         else:
@@ -107,9 +109,12 @@ class CsvWriter(Writer):
         out = _texty(frame, lists_as_json=True)
         if self.formula_guard:
             out = out.with_columns(
-                pl.when(pl.col(n).str.contains(FORMULA_START)).then("'" + pl.col(n))
-                .otherwise(pl.col(n)).alias(n)
-                for n, t in out.schema.items() if t == pl.String
+                pl.when(pl.col(n).str.contains(FORMULA_START))
+                .then("'" + pl.col(n))
+                .otherwise(pl.col(n))
+                .alias(n)
+                for n, t in out.schema.items()
+                if t == pl.String
             )
         return out.write_csv(include_header=False).encode()
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from harness import Bulkio
 
 from engine.db import migrate
-from harness import Bulkio
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +39,9 @@ def database_url(pg_server: Any) -> str:
 
 
 @pytest.fixture(scope="session")
-def bulkio(database_url: str, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Bulkio]:
+def bulkio(
+    database_url: str, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Bulkio]:
     work = tmp_path_factory.mktemp("bulkio")
     env = {
         **TEST_ENV,

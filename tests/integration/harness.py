@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,8 +23,14 @@ class Proc:
     def __init__(self, argv: list[str], env: Mapping[str, str], log: Path) -> None:
         self.log = log
         self._fh = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(argv, env=dict(env), cwd=ROOT, stdout=self._fh,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            env=dict(env),
+            cwd=ROOT,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @property
     def pid(self) -> int:
@@ -66,8 +71,12 @@ class Bulkio:
 
     def __init__(self, env: Mapping[str, str], workdir: Path, workers: int = 1) -> None:
         self.port = free_port()
-        self.env = {**os.environ, **env, "BULKIO_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
-                    "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            **env,
+            "BULKIO_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
+            "PYTHONUNBUFFERED": "1",
+        }
         self.workdir = workdir
         self.api: Proc | None = None
         self.workers: list[Proc] = []
@@ -78,9 +87,22 @@ class Bulkio:
 
     def start_api(self) -> None:
         bindir = Path(sys.executable).parent
-        self.api = Proc([str(bindir / "granian"), "--interface", "asgi", "--host", "127.0.0.1",
-                         "--port", str(self.port), "--no-access-log", "--factory",
-                         "api.app:create_app"], self.env, self.workdir / "api.log")
+        self.api = Proc(
+            [
+                str(bindir / "granian"),
+                "--interface",
+                "asgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                "--factory",
+                "api.app:create_app",
+            ],
+            self.env,
+            self.workdir / "api.log",
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -94,8 +116,11 @@ class Bulkio:
 
     def start_worker(self) -> Proc:
         n = len(self.workers)
-        proc = Proc([sys.executable, "-m", "engine.cli", "worker"], self.env,
-                    self.workdir / f"worker-{n}.log")
+        proc = Proc(
+            [sys.executable, "-m", "engine.cli", "worker"],
+            self.env,
+            self.workdir / f"worker-{n}.log",
+        )
         self.workers.append(proc)
         return proc
 
@@ -113,9 +138,17 @@ class Bulkio:
 
     # ------------------------------------------------------------ API helpers
 
-    def upload(self, path: Path | None, resource: str, *, fmt: str | None = None,
-               mode: str | None = None, key: str | None = None, data: bytes | None = None,
-               filename: str | None = None) -> httpx.Response:
+    def upload(
+        self,
+        path: Path | None,
+        resource: str,
+        *,
+        fmt: str | None = None,
+        mode: str | None = None,
+        key: str | None = None,
+        data: bytes | None = None,
+        filename: str | None = None,
+    ) -> httpx.Response:
         content = data if data is not None else Path(path).read_bytes()  # type: ignore[arg-type]
         form: dict[str, Any] = {"resource": resource}
         if fmt:
@@ -124,8 +157,9 @@ class Bulkio:
             form["mode"] = mode
         headers = {"Idempotency-Key": key} if key else {}
         name = filename or (Path(path).name if path else "upload.bin")
-        return self.client.post("/v1/imports", data=form, files={"file": (name, content)},
-                                headers=headers)
+        return self.client.post(
+            "/v1/imports", data=form, files={"file": (name, content)}, headers=headers
+        )
 
     def wait(self, job_id: str, timeout: float = 120, kind: str = "jobs") -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -10,7 +10,6 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from datafiles import make
 from harness import Bulkio
 
@@ -28,7 +27,8 @@ def _wait_for_progress(service: Bulkio, job_id: str, minimum: int, timeout: floa
 
 
 def test_sigkill_mid_import_resumes_exactly_once(
-        service: Bulkio, db: psycopg.Connection[Any], datadir: Path) -> None:
+    service: Bulkio, db: psycopg.Connection[Any], datadir: Path
+) -> None:
     path, expected = make(datadir, "users", "csv", 30_000, seed=3)
     job_id = service.upload(path, "users").json()["job_id"]
     seen = _wait_for_progress(service, job_id, 3_000)
@@ -43,10 +43,14 @@ def test_sigkill_mid_import_resumes_exactly_once(
     assert job["status"] == "completed", job
     assert job["attempts"] >= 2
     assert (job["processed"], job["successful"], job["failed"]) == (
-        expected.total_records, expected.successful, expected.failed)
+        expected.total_records,
+        expected.successful,
+        expected.failed,
+    )
     total, distinct = db.execute("SELECT count(*), count(DISTINCT id) FROM users").fetchone()
     assert total == distinct == expected.successful
     errors = db.execute(
         "SELECT row_no, line_no, field, code FROM job_errors WHERE job_id = %s ORDER BY 1, 3",
-        (job_id,)).fetchall()
+        (job_id,),
+    ).fetchall()
     assert sorted(errors, key=lambda e: (e[0], e[2] or "")) == [tuple(e) for e in expected.errors]

@@ -11,7 +11,6 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from datafiles import make
 from harness import Bulkio
 
@@ -57,7 +56,8 @@ def table_ids(db: psycopg.Connection[Any], table: str) -> list[str]:
 
 @pytest.mark.parametrize("fmt", ["csv", "ndjson", "json"])
 def test_every_resource_and_format_gives_the_planted_outcome(
-        service: Bulkio, db: psycopg.Connection[Any], datadir: Path, fmt: str) -> None:
+    service: Bulkio, db: psycopg.Connection[Any], datadir: Path, fmt: str
+) -> None:
     for resource in ("users", "articles", "comments"):
         path, expected = make(datadir, resource, fmt, ROWS, gzip=(resource == "comments"))
         job = service.import_file(path, resource)
@@ -67,7 +67,8 @@ def test_every_resource_and_format_gives_the_planted_outcome(
 
 
 def test_users_10k_csv_report_in_all_three_formats(
-        service: Bulkio, db: psycopg.Connection[Any], datadir: Path) -> None:
+    service: Bulkio, db: psycopg.Connection[Any], datadir: Path
+) -> None:
     path, expected = make(datadir, "users", "csv", 10_000)
     job = service.import_file(path, "users")
     errors = check_job(service, job, expected)
@@ -83,7 +84,8 @@ def test_users_10k_csv_report_in_all_three_formats(
 
 
 def test_reimport_updates_instead_of_inserting(
-        service: Bulkio, db: psycopg.Connection[Any], datadir: Path) -> None:
+    service: Bulkio, db: psycopg.Connection[Any], datadir: Path
+) -> None:
     path, expected = make(datadir, "users", "ndjson", ROWS)
     first = service.import_file(path, "users")
     db.execute("UPDATE users SET name = 'changed'")
@@ -96,7 +98,8 @@ def test_reimport_updates_instead_of_inserting(
 
 
 def test_insert_mode_rejects_existing_keys(
-        service: Bulkio, db: psycopg.Connection[Any], datadir: Path) -> None:
+    service: Bulkio, db: psycopg.Connection[Any], datadir: Path
+) -> None:
     path, expected = make(datadir, "users", "csv", 1000)
     service.import_file(path, "users")
     again = service.import_file(path, "users", mode="insert")
@@ -109,7 +112,8 @@ def test_insert_mode_rejects_existing_keys(
 
 
 def test_validate_only_reports_everything_and_writes_nothing(
-        service: Bulkio, db: psycopg.Connection[Any], datadir: Path) -> None:
+    service: Bulkio, db: psycopg.Connection[Any], datadir: Path
+) -> None:
     path, expected = make(datadir, "users", "csv", ROWS)
     job = service.import_file(path, "users", mode="validate_only")
     check_job(service, job, expected)
@@ -120,19 +124,27 @@ def test_validate_only_reports_everything_and_writes_nothing(
 def test_natural_key_updates_and_conflicts(service: Bulkio, db: psycopg.Connection[Any]) -> None:
     a, b = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
     c = "33333333-3333-4333-8333-333333333333"
-    first = (f"id,email,name,role,created_at\n{a},ann@example.com,Ann,admin,2024-01-01T00:00:00Z\n"
-             f"{b},bob@example.com,Bob,viewer,2024-01-01T00:00:00Z\n"
-             f"{c},carl@example.com,Carl,viewer,2024-01-01T00:00:00Z\n").encode()
+    first = (
+        f"id,email,name,role,created_at\n{a},ann@example.com,Ann,admin,2024-01-01T00:00:00Z\n"
+        f"{b},bob@example.com,Bob,viewer,2024-01-01T00:00:00Z\n"
+        f"{c},carl@example.com,Carl,viewer,2024-01-01T00:00:00Z\n"
+    ).encode()
     service.wait(service.upload(None, "users", data=first, filename="u.csv").json()["job_id"])
-    second = ("id,email,name,role,created_at\n"
-              ",ANN@example.com,Ann by email,editor,2024-01-01T00:00:00Z\n"
-              f"{b},Carl@example.com,Bob steals,viewer,2024-01-01T00:00:00Z\n"
-              ",nobody@example.com,Nobody,viewer,2024-01-01T00:00:00Z\n").encode()
-    job = service.wait(service.upload(None, "users", data=second, filename="u.csv").json()["job_id"])
+    second = (
+        "id,email,name,role,created_at\n"
+        ",ANN@example.com,Ann by email,editor,2024-01-01T00:00:00Z\n"
+        f"{b},Carl@example.com,Bob steals,viewer,2024-01-01T00:00:00Z\n"
+        ",nobody@example.com,Nobody,viewer,2024-01-01T00:00:00Z\n"
+    ).encode()
+    job = service.wait(
+        service.upload(None, "users", data=second, filename="u.csv").json()["job_id"]
+    )
     assert (job["successful"], job["failed"], job["updated_records"]) == (1, 2, 1)
     assert as_tuples(job["errors"]) == [(2, 3, "email", "conflict"), (3, 4, "id", "required")]
     assert db.execute("SELECT name, role FROM users WHERE id = %s", (a,)).fetchone() == (
-        "Ann by email", "editor")
+        "Ann by email",
+        "editor",
+    )
 
 
 def test_unreadable_files_fail_the_job_with_a_precise_message(service: Bulkio) -> None:
@@ -158,8 +170,9 @@ def test_unreadable_files_fail_the_job_with_a_precise_message(service: Bulkio) -
         ({"resource": "users", "format": "xml"}, 400, "format must be one of"),
     ],
 )
-def test_bad_requests_are_problem_json(service: Bulkio, form: dict[str, str], status: int,
-                                       detail: str) -> None:
+def test_bad_requests_are_problem_json(
+    service: Bulkio, form: dict[str, str], status: int, detail: str
+) -> None:
     res = service.client.post("/v1/imports", data=form, files={"file": ("a.csv", b"id\n1\n")})
     assert res.status_code == status
     assert res.headers["content-type"].startswith("application/problem+json")
@@ -167,8 +180,9 @@ def test_bad_requests_are_problem_json(service: Bulkio, form: dict[str, str], st
 
 
 def test_missing_file_and_unknown_job(service: Bulkio) -> None:
-    res = service.client.post("/v1/imports", data={"resource": "users"},
-                              files={"other": ("a.csv", b"x")})
+    res = service.client.post(
+        "/v1/imports", data={"resource": "users"}, files={"other": ("a.csv", b"x")}
+    )
     assert res.status_code == 400 and "'file'" in res.json()["detail"]
     assert service.client.get("/v1/imports/00000000-0000-4000-8000-000000000000").status_code == 404
     assert service.client.get("/v1/jobs/not-a-uuid").status_code == 404
@@ -190,3 +204,24 @@ def test_idempotency_key(service: Bulkio, db: psycopg.Connection[Any], datadir: 
     service.wait(first.json()["job_id"])
     assert db.execute("SELECT count(*) FROM jobs").fetchone() == (1,)
     assert db.execute("SELECT count(*) FROM users").fetchone() == (expected.successful,)
+
+
+def test_clean_batches_take_the_fast_paths_with_the_same_outcome(
+    service: Bulkio, db: psycopg.Connection[Any], datadir: Path
+) -> None:
+    """Clean batches are loaded optimistically (plain INSERT, then ON CONFLICT upsert); a key
+    that only PostgreSQL can see is repeated must still be caught by the full classification."""
+    path, _ = make(datadir, "users", "csv", 2500, seed=9, defect_rate=0.0)
+    lines = path.read_bytes().splitlines(keepends=True)
+    first_id = lines[1].split(b",")[0]
+    repeat = first_id + b",someone-new@example.com,Again,viewer,true,2024-01-01T00:00:00Z,\n"
+    data = b"".join(lines) + repeat
+    job = service.wait(service.upload(None, "users", data=data, filename="u.csv").json()["job_id"])
+    assert (job["processed"], job["successful"], job["failed"]) == (2501, 2500, 1)
+    assert as_tuples(job["errors"]) == [(2501, len(lines) + 1, "id", "duplicate_in_file")]
+    again = service.wait(
+        service.upload(None, "users", data=data, filename="u.csv").json()["job_id"]
+    )
+    assert (again["inserted_records"], again["updated_records"], again["failed"]) == (0, 2500, 1)
+    total, distinct = db.execute("SELECT count(*), count(DISTINCT id) FROM users").fetchone()
+    assert total == distinct == 2500

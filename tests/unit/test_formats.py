@@ -16,12 +16,29 @@ from engine.formats import Position, detect_format, read_batches
 COLS = ["id", "name", "x"]
 
 
-def read(data: bytes, fmt: str, *, batch_rows: int = 1000, chunk: int = 7, required=("id",),
-         start: Position | None = None, cap: int = 10**9):
+def read(
+    data: bytes,
+    fmt: str,
+    *,
+    batch_rows: int = 1000,
+    chunk: int = 7,
+    required=("id",),
+    start: Position | None = None,
+    cap: int = 10**9,
+):
     chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)] or [b""]
-    return list(read_batches(chunks, fmt, COLS, list(required) if fmt == "csv" else [],
-                             batch_rows=batch_rows, max_record_bytes=4096,
-                             max_decompressed_bytes=cap, start=start))
+    return list(
+        read_batches(
+            chunks,
+            fmt,
+            COLS,
+            list(required) if fmt == "csv" else [],
+            batch_rows=batch_rows,
+            max_record_bytes=4096,
+            max_decompressed_bytes=cap,
+            start=start,
+        )
+    )
 
 
 def rows_of(batches) -> list[dict]:
@@ -34,9 +51,15 @@ def errors_of(batches) -> list[tuple]:
 
 @pytest.mark.parametrize(
     ("name", "declared", "expected"),
-    [("a.csv", None, "csv"), ("a.CSV.gz", None, "csv"), ("a.ndjson", None, "ndjson"),
-     ("a.jsonl.gz", None, "ndjson"), ("a.json", None, "json"), ("blob", "csv", "csv"),
-     ("a.json", "ndjson", "ndjson")],
+    [
+        ("a.csv", None, "csv"),
+        ("a.CSV.gz", None, "csv"),
+        ("a.ndjson", None, "ndjson"),
+        ("a.jsonl.gz", None, "ndjson"),
+        ("a.json", None, "json"),
+        ("blob", "csv", "csv"),
+        ("a.json", "ndjson", "ndjson"),
+    ],
 )
 def test_detect_format(name, declared, expected):
     assert detect_format(name, declared) == expected
@@ -48,11 +71,17 @@ def test_detect_format_refuses_unknown():
 
 
 def test_csv_quoted_newlines_bom_crlf_and_blank_lines_keep_true_line_numbers():
-    data = (b'\xef\xbb\xbfid,name,x\r\n1,"a\r\nb",q\r\n\r\n2,"say ""hi""",\r\n'
-            b'3,,z,extra\r\n4,w,"multi\nline\ntext"\r\n5,e,f')
+    data = (
+        b'\xef\xbb\xbfid,name,x\r\n1,"a\r\nb",q\r\n\r\n2,"say ""hi""",\r\n'
+        b'3,,z,extra\r\n4,w,"multi\nline\ntext"\r\n5,e,f'
+    )
     batches = read(data, "csv", batch_rows=2)
     assert [(r["__row"], r["__line"], r["id"]) for r in rows_of(batches)] == [
-        (1, 2, "1"), (2, 5, "2"), (4, 7, "4"), (5, 10, "5")]
+        (1, 2, "1"),
+        (2, 5, "2"),
+        (4, 7, "4"),
+        (5, 10, "5"),
+    ]
     assert rows_of(batches)[0]["name"] == "a\r\nb"
     assert rows_of(batches)[1]["name"] == 'say "hi"'
     assert errors_of(batches) == [(3, 6, "malformed_record")]
@@ -76,18 +105,29 @@ def test_ndjson_isolates_bad_lines_and_non_objects():
     data = b'{"id":"1"}\n\n{"id":2,"name":["a"]}\n{"id":\n[1]\n"s"\n{"id":"7","x":{"a":1}}\n'
     batches = read(data, "ndjson")
     assert [(r["__row"], r["__line"], r["id"]) for r in rows_of(batches)] == [
-        (1, 1, "1"), (2, 3, "2"), (6, 7, "7")]
-    assert errors_of(batches) == [(3, 4, "malformed_record"), (4, 5, "malformed_record"),
-                                  (5, 6, "malformed_record")]
+        (1, 1, "1"),
+        (2, 3, "2"),
+        (6, 7, "7"),
+    ]
+    assert errors_of(batches) == [
+        (3, 4, "malformed_record"),
+        (4, 5, "malformed_record"),
+        (5, 6, "malformed_record"),
+    ]
     assert rows_of(batches)[2]["x"] == '{"a": 1}'
 
 
 def test_json_array_with_escapes_nesting_and_non_objects():
-    data = (b'  [\n {"id":"1","name":"a,\\"]b\\\\"},\n {"id":"2",\n  "name":"x"}, 7,\n'
-            b' {"id":"3","x":[1,{"a":"}"}]}\n]\n')
+    data = (
+        b'  [\n {"id":"1","name":"a,\\"]b\\\\"},\n {"id":"2",\n  "name":"x"}, 7,\n'
+        b' {"id":"3","x":[1,{"a":"}"}]}\n]\n'
+    )
     batches = read(data, "json", batch_rows=2, chunk=5)
     assert [(r["__row"], r["__line"], r["id"], r["name"]) for r in rows_of(batches)] == [
-        (1, 2, "1", 'a,"]b\\'), (2, 3, "2", "x"), (4, 5, "3", None)]
+        (1, 2, "1", 'a,"]b\\'),
+        (2, 3, "2", "x"),
+        (4, 5, "3", None),
+    ]
     assert errors_of(batches) == [(3, 4, "malformed_record")]
 
 
@@ -124,7 +164,8 @@ def test_resume_from_any_checkpoint_gives_the_same_remaining_batches(fmt):
     else:
         data = b"".join(
             (b"{oops\n" if i % 9 == 0 else json.dumps({"id": str(i)}).encode() + b"\n")
-            for i in range(100))
+            for i in range(100)
+        )
     full = read(data, fmt, batch_rows=13)
     for k, batch in enumerate(full[:-1]):
         resumed = read(data, fmt, batch_rows=13, start=batch.after)
@@ -146,12 +187,19 @@ def test_batches_do_not_depend_on_chunking(chunk, batch_rows):
 
 def test_frames_are_strings_with_row_and_line():
     batches = read(b'{"id": 5, "name": true}\n', "ndjson")
-    assert batches[0].frame.schema == {"id": pl.String, "name": pl.String, "x": pl.String,
-                                       "__row": pl.Int64, "__line": pl.Int64}
+    assert batches[0].frame.schema == {
+        "id": pl.String,
+        "name": pl.String,
+        "x": pl.String,
+        "__row": pl.Int64,
+        "__line": pl.Int64,
+    }
     assert rows_of(batches) == [{"id": "5", "name": "true", "x": None, "__row": 1, "__line": 1}]
 
 
-@pytest.mark.parametrize("data", [b"\x1f\x8b\x08\x00garbage", gzip.compress(b'{"id":"1"}\n' * 50)[:-12]])
+@pytest.mark.parametrize(
+    "data", [b"\x1f\x8b\x08\x00garbage", gzip.compress(b'{"id":"1"}\n' * 50)[:-12]]
+)
 def test_corrupt_or_truncated_gzip_is_a_file_error(data):
     with pytest.raises(FileError, match="gzip"):
         read(data, "ndjson")

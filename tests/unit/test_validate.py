@@ -14,20 +14,41 @@ from engine.validate import parse_tags, parse_timestamps, validate
 RES = catalog()
 UID = "3f2b8c1e-7d4a-4e2b-9c1d-2a3b4c5d6e7f"
 GOOD = {
-    "users": {"id": UID, "email": "a@example.com", "name": "Ann", "role": "admin",
-              "active": "true", "created_at": "2024-03-01T12:00:00Z", "updated_at": None},
-    "articles": {"id": UID, "slug": "hello-world", "title": "T", "body": "B", "author_id": UID,
-                 "tags": '["a","b"]', "status": "published",
-                 "published_at": "2024-03-01T12:00:00Z", "created_at": "2024-03-01T12:00:00Z"},
-    "comments": {"id": "cm_abc-1", "article_id": UID, "user_id": UID, "body": "nice",
-                 "created_at": "2024-03-01"},
+    "users": {
+        "id": UID,
+        "email": "a@example.com",
+        "name": "Ann",
+        "role": "admin",
+        "active": "true",
+        "created_at": "2024-03-01T12:00:00Z",
+        "updated_at": None,
+    },
+    "articles": {
+        "id": UID,
+        "slug": "hello-world",
+        "title": "T",
+        "body": "B",
+        "author_id": UID,
+        "tags": '["a","b"]',
+        "status": "published",
+        "published_at": "2024-03-01T12:00:00Z",
+        "created_at": "2024-03-01T12:00:00Z",
+    },
+    "comments": {
+        "id": "cm_abc-1",
+        "article_id": UID,
+        "user_id": UID,
+        "body": "nice",
+        "created_at": "2024-03-01",
+    },
 }
 
 
 def frame(resource: str, changes: dict) -> pl.DataFrame:
     rec = {**GOOD[resource], **changes}
     return pl.DataFrame({k: pl.Series([v], dtype=pl.String) for k, v in rec.items()}).with_columns(
-        pl.lit(1, dtype=pl.Int64).alias(ROW), pl.lit(2, dtype=pl.Int64).alias(LINE))
+        pl.lit(1, dtype=pl.Int64).alias(ROW), pl.lit(2, dtype=pl.Int64).alias(LINE)
+    )
 
 
 @pytest.mark.parametrize(
@@ -46,8 +67,11 @@ def frame(resource: str, changes: dict) -> pl.DataFrame:
         ("users", {"created_at": "2024-13-45"}, [("created_at", "invalid_format")]),
         ("users", {"created_at": "yesterday"}, [("created_at", "invalid_format")]),
         ("users", {"created_at": None}, [("created_at", "required")]),
-        ("users", {"id": "not-a-uuid", "role": "x"}, [("id", "invalid_format"),
-                                                      ("role", "invalid_value")]),
+        (
+            "users",
+            {"id": "not-a-uuid", "role": "x"},
+            [("id", "invalid_format"), ("role", "invalid_value")],
+        ),
         ("articles", {}, []),
         ("articles", {"slug": "Hello World!"}, [("slug", "invalid_format")]),
         ("articles", {"status": "draft"}, [("published_at", "invalid_value")]),
@@ -86,8 +110,17 @@ def test_valid_rows_are_typed():
 
 
 def test_timestamps_accept_offsets_fractions_and_dates():
-    got = parse_timestamps(pl.Series(["2024-03-01T12:00:00+02:00", "2024-03-01T12:00:00.5Z",
-                                      "2024-03-01T12:00:00", "2024-03-01", "2024-02-30"]))
+    got = parse_timestamps(
+        pl.Series(
+            [
+                "2024-03-01T12:00:00+02:00",
+                "2024-03-01T12:00:00.5Z",
+                "2024-03-01T12:00:00",
+                "2024-03-01",
+                "2024-02-30",
+            ]
+        )
+    )
     assert got.to_list() == [
         dt.datetime(2024, 3, 1, 10, tzinfo=dt.UTC),
         dt.datetime(2024, 3, 1, 12, 0, 0, 500000, tzinfo=dt.UTC),
