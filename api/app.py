@@ -6,11 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from psycopg_pool import ConnectionPool
 
+from api.auth import TokenCache
+from api.downloads import DownloadController
+from api.exports import ExportController
 from api.health import health
 from api.imports import ImportController
 from api.jobs_routes import JobController
@@ -29,9 +34,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = ConnectionPool(settings.database_url, min_size=1, max_size=10,
-                              kwargs={"autocommit": True}, open=True)
+        pool = ConnectionPool(
+            settings.database_url, min_size=1, max_size=10, kwargs={"autocommit": True}, open=True
+        )
         doorbell = Doorbell(settings)
+        redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
         app.state.app = AppState(
             settings=settings,
             pool=pool,
@@ -39,19 +46,31 @@ def create_app(settings: Settings | None = None) -> Litestar:
             doorbell=doorbell,
             catalog=catalog(settings.user_roles),
             signing_secret=signing_secret(settings),
+            redis=redis_client,
+            tokens=TokenCache(),
         )
         try:
             yield
         finally:
+            redis_client.close()
             doorbell.close()
             pool.close()
 
-    routes: list[Any] = [health, ImportController, JobController]
+    routes: list[Any] = [health, ImportController, JobController, ExportController,
+                         DownloadController]
     return Litestar(
         route_handlers=routes,
         lifespan=[lifespan],
         exception_handlers=HANDLERS,
         state=State(),
-        openapi_config=OpenAPIConfig(title="bulkio", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="bulkio",
+            version="0.1.0",
+            path="/schema",
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+            ),
+            security=[{"bearer": []}],
+        ),
         request_max_body_size=None,
     )

@@ -13,6 +13,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from api.auth import authorize, principal_of
 from api.multipart import MultipartError, StreamingForm, boundary_of
 from api.problems import Problem
 from api.schemas import JobView
@@ -65,6 +66,7 @@ async def _small(chunks: AsyncIterator[bytes], name: str) -> str:
 class ImportController(Controller):
     path = "/v1/imports"
     tags = ["imports"]
+    guards = [authorize]
 
     @post(
         "/",
@@ -78,10 +80,19 @@ class ImportController(Controller):
             "parameters is accepted too. The file streams to object storage; the answer is the "
             "job (202). `Idempotency-Key` makes retries safe."
         ),
+        opt={"scope": "imports:write"},
     )
     async def create(self, request: Request[Any, Any, Any], state: State) -> Response[JobView]:
         app: AppState = state.app
-        owner = "anonymous"
+        principal = principal_of(request)
+        owner = principal.owner
+        limit = principal.max_running_jobs or app.settings.max_running_jobs
+        if await app.run(jobs.unfinished_for_token, principal.token_id) >= limit:
+            raise Problem(
+                429,
+                f"this token already has {limit} queued or running jobs",
+                headers={"Retry-After": "5"},
+            )
         key = request.headers.get("idempotency-key")
         if key is not None and not (0 < len(key) <= 200):
             raise Problem(400, "Idempotency-Key must be 1-200 characters")
@@ -139,6 +150,7 @@ class ImportController(Controller):
                 fmt=fmt,
                 mode=mode,
                 owner=owner,
+                token_id=principal.token_id,
                 file_name=file_name,
                 object_key=object_key,
                 total_bytes=upload.size,
@@ -186,19 +198,26 @@ class ImportController(Controller):
             raise Problem(400, "the uploaded file is empty")
         return resource, fmt, mode
 
-    @get("/{job_id:str}", sync_to_thread=True, summary="Status of an import job")
-    def status(self, state: State, job_id: str) -> JobView:
-        app: AppState = state.app
-        return _job_view(app, job_id, kind="import")
+    @get(
+        "/{job_id:str}",
+        sync_to_thread=True,
+        summary="Status of an import job",
+        opt={"scope": "imports:read"},
+    )
+    def status(self, request: Request[Any, Any, Any], state: State, job_id: str) -> JobView:
+        owner = principal_of(request).owner_filter()
+        return _job_view(state.app, job_id, "import", owner)
 
     @get(
         "/{job_id:str}/errors",
         sync_to_thread=True,
         summary="The complete error report of an import job, streamed",
         description="One entry per error: {row, line, field, code, message, value}, by row.",
+        opt={"scope": "imports:read"},
     )
     def errors(
         self,
+        request: Request[Any, Any, Any],
         state: State,
         job_id: str,
         report_format: str = Parameter(
@@ -208,7 +227,7 @@ class ImportController(Controller):
         app: AppState = state.app
         if report_format not in REPORT_FORMATS:
             raise Problem(400, f"format must be one of {', '.join(REPORT_FORMATS)}")
-        job = app.sync(jobs.get, job_id, None, "import")
+        job = app.sync(jobs.get, job_id, principal_of(request).owner_filter(), "import")
         if job is None:
             raise Problem(404, f"no import job {job_id}")
         writer = writer_for(
@@ -223,9 +242,10 @@ class ImportController(Controller):
         )
 
 
-def _job_view(app: AppState, job_id: str, kind: str | None) -> JobView:
+def _job_view(app: AppState, job_id: str, kind: str | None, owner: str | None) -> JobView:
+    """The job as seen by ``owner`` (None: any owner, for admin tokens); 404 otherwise."""
     with app.pool.connection() as conn:
-        job = jobs.get(conn, job_id, None, kind)
+        job = jobs.get(conn, job_id, owner, kind)
         if job is None:
             raise Problem(404, f"no {kind or ''} job {job_id}".replace("  ", " "))
         errors = (

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio.to_thread
+import redis
 from psycopg_pool import ConnectionPool
 
 from engine.resources import Resource
@@ -26,6 +27,8 @@ class AppState:
     doorbell: Doorbell
     catalog: dict[str, Resource]
     signing_secret: bytes
+    redis: redis.Redis
+    tokens: Any  # api.auth.TokenCache
 
     def sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, ...)`` on a pooled connection (call from a worker thread)."""

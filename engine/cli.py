@@ -15,6 +15,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply pending database migrations")
     sub.add_parser("worker", help="run one worker process (run one per CPU core)")
+    token = sub.add_parser("token", help="create, list or revoke API tokens")
+    tsub = token.add_subparsers(dest="action", required=True)
+    create = tsub.add_parser("create", help="create a token and print it (shown once)")
+    create.add_argument("--owner", required=True, help="who the token acts for (owns its jobs)")
+    create.add_argument(
+        "--scopes",
+        required=True,
+        help="comma-separated: imports:write,imports:read,exports:read,exports:write,admin",
+    )
+    create.add_argument("--name", default="", help="a label, e.g. the client's name")
+    create.add_argument("--requests-per-minute", type=int, default=None)
+    create.add_argument("--max-running-jobs", type=int, default=None)
+    revoke = tsub.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("token_id")
+    tsub.add_parser("list", help="list tokens (never their secrets)")
     args = parser.parse_args(argv)
     settings = load_settings()
     setup_logging(settings.log_level)
@@ -22,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         applied = db.migrate(settings.database_url)
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
         return 0
+    if args.command == "token":
+        return _token(args, settings.database_url)
     if args.command == "worker":
         from engine.worker import run_worker
 
@@ -29,6 +46,38 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _token(args: argparse.Namespace, url: str) -> int:
+    from engine import auth
+
+    with db.connect(url) as conn:
+        if args.action == "create":
+            scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+            try:
+                token_id, token = auth.create_token(
+                    conn,
+                    args.owner,
+                    scopes,
+                    args.name,
+                    args.requests_per_minute,
+                    args.max_running_jobs,
+                )
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"id:    {token_id}\ntoken: {token}\n(store it now: it is not shown again)")
+            return 0
+        if args.action == "revoke":
+            if auth.revoke_token(conn, args.token_id):
+                print(f"revoked {args.token_id}")
+                return 0
+            print(f"error: no active token {args.token_id}", file=sys.stderr)
+            return 1
+        for row in auth.list_tokens(conn):
+            status = f"revoked {row[5]:%Y-%m-%d}" if row[5] else "active"
+            print(f"{row[0]}  {row[1]:<16} {','.join(row[3]):<40} {status}  {row[2]}")
+        return 0
 
 
 if __name__ == "__main__":

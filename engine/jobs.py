@@ -69,14 +69,15 @@ def create(
     file_name: str | None = None,
     object_key: str | None = None,
     total_bytes: int | None = None,
+    token_id: str | None = None,
 ) -> Job:
     from psycopg.types.json import Jsonb
 
     row = _one(
         conn,
         """INSERT INTO jobs (id, kind, resource, format, mode, owner, options, file_name,
-                             object_key, total_bytes)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
+                             object_key, total_bytes, token_id)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
         (
             job_id,
             kind,
@@ -88,10 +89,20 @@ def create(
             file_name,
             object_key,
             total_bytes,
+            token_id,
         ),
     )
     assert row is not None
     return Job(row)
+
+
+def unfinished_for_token(conn: psycopg.Connection[Any], token_id: str) -> int:
+    """Queued + running jobs created with this token (its concurrency limit counts these)."""
+    row = conn.execute(
+        "SELECT count(*) FROM jobs WHERE token_id = %s AND status IN ('queued', 'running')",
+        (token_id,),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def get(

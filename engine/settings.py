@@ -54,6 +54,10 @@ class Settings:
     #: when several API processes serve the same store).
     signing_secret: str = ""
     log_level: str = "INFO"
+    #: Requests per minute per API token (a token's own limit wins; 0 disables).
+    rate_limit_per_minute: int = 600
+    #: Queued + running jobs per API token (a token's own limit wins).
+    max_running_jobs: int = 20
     #: Neutralise spreadsheet formulas in CSV exports (``=``, ``+``, ``-``, ``@``, tab, CR).
     csv_formula_guard: bool = True
     extra: Mapping[str, str] = field(default_factory=dict)

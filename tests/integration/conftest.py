@@ -70,6 +70,7 @@ def service(bulkio: Bulkio, db: psycopg.Connection[Any], redis_server: Any) -> I
     if not bulkio.workers:
         bulkio.start_worker()
     yield bulkio
+    bulkio.close_clients()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 from servers import free_port
+
+from engine.auth import create_token
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -66,6 +69,12 @@ class Proc:
             return ""
 
 
+def make_token(database_url: str, owner: str, scopes: list[str], **limits: Any) -> str:
+    """A real API token, created the way `bulkio token create` does."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return create_token(conn, owner, scopes, **limits)[1]
+
+
 class Bulkio:
     """API + workers with one environment. ``client`` is an httpx client on the API."""
 
@@ -83,7 +92,22 @@ class Bulkio:
         self.start_api()
         for _ in range(workers):
             self.start_worker()
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
+        self.token = make_token(self.env["BULKIO_DATABASE_URL"], "tester", ["admin"])
+        self._clients: list[httpx.Client] = []
+        self.client = self.client_for(self.token)
+        self._clients.clear()
+
+    def client_for(self, token: str | None) -> httpx.Client:
+        """A client with ``token`` (None: no token); closed by :meth:`close_clients`."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60, headers=headers)
+        self._clients.append(client)
+        return client
+
+    def close_clients(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
 
     def start_api(self) -> None:
         bindir = Path(sys.executable).parent
@@ -125,6 +149,7 @@ class Bulkio:
         return proc
 
     def stop(self) -> None:
+        self.close_clients()
         self.client.close()
         for w in self.workers:
             w.stop()

@@ -198,7 +198,7 @@ def test_idempotency_key(service: Bulkio, db: psycopg.Connection[Any], datadir: 
     assert first.headers["idempotent-replayed"] == "false"
     different = service.upload(None, "users", key="k-1", data=b"id,email\n", filename="x.csv")
     assert different.status_code == 422
-    db.execute("INSERT INTO idempotency_keys (owner, key) VALUES ('anonymous', 'k-busy')")
+    db.execute("INSERT INTO idempotency_keys (owner, key) VALUES ('tester', 'k-busy')")
     busy = service.upload(path, "users", key="k-busy")
     assert busy.status_code == 409
     service.wait(first.json()["job_id"])
