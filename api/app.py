@@ -16,12 +16,13 @@ from psycopg_pool import ConnectionPool
 from api.auth import TokenCache
 from api.downloads import DownloadController
 from api.exports import ExportController
-from api.health import health
+from api.health import health, metrics_endpoint
 from api.imports import ImportController
 from api.jobs_routes import JobController
 from api.problems import HANDLERS
 from api.state import AppState, signing_secret
 from engine.logs import setup_logging
+from engine.metrics import init as metrics_init
 from engine.resources import catalog
 from engine.settings import Settings, load_settings
 from engine.storage import open_storage
@@ -31,6 +32,7 @@ from engine.worker import Doorbell
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     setup_logging(settings.log_level)
+    metrics_init(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -56,8 +58,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             doorbell.close()
             pool.close()
 
-    routes: list[Any] = [health, ImportController, JobController, ExportController,
-                         DownloadController]
+    routes: list[Any] = [
+        health,
+        metrics_endpoint,
+        ImportController,
+        JobController,
+        ExportController,
+        DownloadController,
+    ]
     return Litestar(
         route_handlers=routes,
         lifespan=[lifespan],

@@ -8,6 +8,21 @@ from litestar.datastructures import State
 
 from api.schemas import Health
 from api.state import AppState
+from engine import metrics
+
+
+@get(
+    "/metrics",
+    sync_to_thread=True,
+    summary="Prometheus metrics (API and workers)",
+    media_type="text/plain",
+    include_in_schema=False,
+)
+def metrics_endpoint(state: State) -> Response[bytes]:
+    app: AppState = state.app
+    with app.pool.connection(timeout=5) as conn:
+        body, content_type = metrics.render(conn, app.redis, app.settings.queue_name)
+    return Response(body, media_type=content_type)
 
 
 @get("/health", sync_to_thread=True, summary="Service health (PostgreSQL and Redis)")

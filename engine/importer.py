@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from engine import jobs
+from engine import jobs, metrics
 from engine.error_rows import ERROR_SCHEMA
 from engine.errors import FileError, LeaseLost
 from engine.formats import Header, Position, read_batches
@@ -51,15 +51,8 @@ def run_import(ctx: ImportContext, job_id: str) -> str:
     )
     began = time.monotonic()
     headers: list[Header] = []
-    log.info(
-        "import started",
-        extra={
-            "job_id": job.id,
-            "resource": resource.name,
-            "format": job.format,
-            "resume_batch": start.batch,
-        },
-    )
+    tags = {"job_id": job.id, "owner": job.owner, "resource": resource.name}
+    log.info("import started", extra={**tags, "format": job.format, "resume_batch": start.batch})
     try:
         batches = read_batches(
             ctx.storage.read(job.object_key),
@@ -83,41 +76,46 @@ def run_import(ctx: ImportContext, job_id: str) -> str:
                     batch.index, batch.rows, checked.valid, errors, batch.after, batch.bytes_end
                 )
             )
+            seconds = time.monotonic() - t0
+            metrics.batch_committed(resource.name, outcome.successful, outcome.failed, seconds)
             log.info(
                 "batch committed",
                 extra={
-                    "job_id": job.id,
+                    **tags,
                     "batch": batch.index,
                     "rows": outcome.processed,
                     "failed": outcome.failed,
                     "inserted": outcome.inserted,
                     "updated": outcome.updated,
-                    "seconds": round(time.monotonic() - t0, 3),
+                    "seconds": round(seconds, 3),
                 },
             )
             if outcome.cancel_requested:
                 jobs.finish(ctx.conn, job.id, ctx.worker, "cancelled")
-                log.info("import cancelled", extra={"job_id": job.id})
+                metrics.job_finished("import", "cancelled")
+                log.info("import cancelled", extra=tags)
                 return "cancelled"
             if ctx.stopping.is_set():
                 jobs.release(ctx.conn, job.id, ctx.worker)
-                log.info("import handed back at shutdown", extra={"job_id": job.id})
+                log.info("import handed back at shutdown", extra=tags)
                 return "released"
     except FileError as exc:
         jobs.fail(ctx.conn, job.id, ctx.worker, str(exc))
-        log.warning("import failed: unreadable file", extra={"job_id": job.id, "error": str(exc)})
+        metrics.job_finished("import", "failed")
+        log.warning("import failed: unreadable file", extra={**tags, "error": str(exc)})
         return "failed"
     except LeaseLost:
-        log.warning("lease lost; another worker owns the job", extra={"job_id": job.id})
+        log.warning("lease lost; another worker owns the job", extra=tags)
         return "lease-lost"
     jobs.finish(ctx.conn, job.id, ctx.worker, "completed")
+    metrics.job_finished("import", "completed")
     final = jobs.get(ctx.conn, job.id)
     elapsed = time.monotonic() - began
     if final is not None:
         log.info(
             "import completed",
             extra={
-                "job_id": job.id,
+                **tags,
                 "rows": final.processed,
                 "failed": final.failed,
                 "error_rate": round(final.failed / final.processed, 6) if final.processed else 0.0,

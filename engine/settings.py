@@ -54,6 +54,8 @@ class Settings:
     #: when several API processes serve the same store).
     signing_secret: str = ""
     log_level: str = "INFO"
+    #: Directory shared by the processes of one machine for Prometheus counters.
+    metrics_dir: str = ".data/metrics"
     #: Requests per minute per API token (a token's own limit wins; 0 disables).
     rate_limit_per_minute: int = 600
     #: Queued + running jobs per API token (a token's own limit wins).

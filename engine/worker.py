@@ -21,7 +21,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AgeLimit, Retries, TimeLimit
 
-from engine import db, jobs
+from engine import db, jobs, metrics
 from engine.importer import ImportContext, run_import
 from engine.resources import catalog
 from engine.settings import Settings
@@ -154,6 +154,7 @@ def reconcile_forever(settings: Settings, doorbell: Doorbell, stop: threading.Ev
 
 def run_worker(settings: Settings) -> None:
     """Serve jobs until SIGTERM/SIGINT; the running job is handed back at its next batch."""
+    metrics.init(settings)
     broker = create_broker(settings)
     runtime = Runtime(settings)
     declare_actor(broker, runtime)

@@ -48,6 +48,7 @@ def bulkio(
         "BULKIO_DATABASE_URL": database_url,
         "BULKIO_REDIS_URL": redis_server.url(),
         "BULKIO_STORAGE_URL": f"file://{work / 'objects'}",
+        "BULKIO_METRICS_DIR": str(work / "metrics"),
     }
     service = Bulkio(env, work, workers=1)
     yield service
