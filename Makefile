@@ -42,6 +42,9 @@ run: setup
 	@eval "$$(.ci/services.sh env)"; \
 	export BULKIO_PUBLIC_URL="$${BULKIO_PUBLIC_URL:-http://$(BULKIO_HOST):$(BULKIO_PORT)}"; \
 	$(VENV)/bin/bulkio migrate; \
+	if [[ ! -s .data/dev-token ]]; then \
+		$(VENV)/bin/bulkio token create --owner dev --scopes admin --name make-run \
+			| awk '/^token:/ {print $$2}' > .data/dev-token; fi; \
 	pids=(); stopping=0; \
 	stop_all() { stopping=1; kill -TERM "$${pids[@]}" 2>/dev/null || true; }; \
 	trap stop_all INT TERM; \
@@ -50,6 +53,7 @@ run: setup
 	workers=$$(nproc); \
 	for ((i = 0; i < workers; i++)); do $(VENV)/bin/bulkio worker & pids+=($$!); done; \
 	echo "bulkio API: http://$(BULKIO_HOST):$(BULKIO_PORT)  ($$workers workers; Ctrl-C stops API and workers, 'make stop' the services)"; \
+	echo "dev admin token (in .data/dev-token): $$(cat .data/dev-token)"; \
 	rc=0; wait -n || rc=$$?; \
 	stop_all; wait || true; \
 	if ((stopping && rc >= 128)) || ((rc == 0)); then echo "bulkio stopped"; exit 0; fi; \
