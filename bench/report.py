@@ -1,0 +1,403 @@
+"""What the suite reports: the figures, their baselines and targets (issue #4), the measurements
+the benchmarks record, and the final table (terminal, ``bench/results/latest.json`` and ``.md``).
+
+A figure's ratio compares it with its baseline measured in the same run:
+
+* ``time``        bulkio seconds / baseline seconds (lower is better; imports);
+* ``throughput``  bulkio rows/s / baseline rows/s (higher is better; exports);
+* ``speedup``     baseline seconds / this figure's seconds (higher is better);
+* ``growth``      this value / baseline value (peak RSS at 1M over 100K rows).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import platform
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+#: Share of the machine's CPU that other processes took during a measurement from which on the
+#: figure is flagged "contended" (not comparable with a run on a quiet machine).
+CONTENDED = 0.05
+
+RatioKind = Literal["time", "throughput", "speedup", "growth"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """``on`` (the ratio or the figure's own value) must be ``op`` ``bound``."""
+
+    on: Literal["ratio", "value"]
+    op: Literal["<=", ">="]
+    bound: float
+
+    def met(self, value: float | None, ratio: float | None) -> bool | None:
+        x = ratio if self.on == "ratio" else value
+        if x is None:
+            return None
+        compare: Callable[[float, float], bool] = operator.le if self.op == "<=" else operator.ge
+        return compare(x, self.bound)
+
+    def __str__(self) -> str:
+        suffix = "x" if self.on == "ratio" else " MiB"
+        return f"{self.op} {self.bound:g}{suffix}"
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str
+    unit: Literal["s", "MiB"] = "s"
+    baseline: str | None = None
+    ratio: RatioKind | None = None
+    target: Target | None = None
+    stretch: Target | None = None
+    #: A derived figure: the measurement of another figure, compared with this baseline.
+    source: str | None = None
+
+
+def _t(on: Literal["ratio", "value"], op: Literal["<=", ">="], bound: float) -> Target:
+    return Target(on, op, bound)
+
+
+#: Every figure of the table, in order. Baselines are figures too.
+FIGURES: tuple[Figure, ...] = (
+    Figure("import.users.copy", "psql \\copy users (CSV), 1M"),
+    Figure(
+        "import.users.bulkio",
+        "bulkio import users (CSV), 1M, end to end",
+        baseline="import.users.copy",
+        ratio="time",
+        target=_t("ratio", "<=", 1.5),
+        stretch=_t("ratio", "<=", 0.8),
+    ),
+    Figure("import.articles.copy", "psql \\copy articles (CSV), 1M"),
+    Figure(
+        "import.articles.bulkio",
+        "bulkio import articles (NDJSON), 1M, end to end",
+        baseline="import.articles.copy",
+        ratio="time",
+        target=_t("ratio", "<=", 1.5),
+        stretch=_t("ratio", "<=", 0.8),
+    ),
+    Figure("import.comments.copy", "psql \\copy comments (CSV, FKs on), 1M"),
+    Figure(
+        "import.comments.bulkio",
+        "bulkio import comments (NDJSON), 1M, end to end",
+        baseline="import.comments.copy",
+        ratio="time",
+        target=_t("ratio", "<=", 1.0),
+        stretch=_t("ratio", "<=", 0.4),
+    ),
+    Figure("export.users.copy", "psql \\copy (SELECT users) TO, CSV, 1M"),
+    Figure(
+        "export.users.ndjson",
+        "bulkio export users NDJSON over HTTP, 1M",
+        baseline="export.users.copy",
+        ratio="throughput",
+        target=_t("ratio", ">=", 0.6),
+        stretch=_t("ratio", ">=", 1.0),
+    ),
+    Figure(
+        "export.users.csv",
+        "bulkio export users CSV over HTTP, 1M",
+        baseline="export.users.copy",
+        ratio="throughput",
+    ),
+    Figure("checks.is_email.polars", "polars regex is_email, 1M"),
+    Figure(
+        "checks.is_email.native",
+        "native is_email, 1M",
+        baseline="checks.is_email.polars",
+        ratio="speedup",
+        target=_t("ratio", ">=", 5),
+    ),
+    Figure("checks.is_uuid.polars", "polars regex is_uuid, 1M"),
+    Figure(
+        "checks.is_uuid.native",
+        "native is_uuid, 1M",
+        baseline="checks.is_uuid.polars",
+        ratio="speedup",
+        target=_t("ratio", ">=", 5),
+    ),
+    Figure("checks.is_slug.polars", "polars regex is_slug, 1M"),
+    Figure(
+        "checks.is_slug.native",
+        "native is_slug, 1M",
+        baseline="checks.is_slug.polars",
+        ratio="speedup",
+        target=_t("ratio", ">=", 5),
+    ),
+    Figure("checks.word_count.polars", "polars count_matches(\\S+) word_count, 1M"),
+    Figure(
+        "checks.word_count.native",
+        "native word_count, 1M",
+        baseline="checks.word_count.polars",
+        ratio="speedup",
+        target=_t("ratio", ">=", 5),
+    ),
+    Figure("checks.word_count.polars_split", "polars split(' ').list.len() (not equivalent), 1M"),
+    Figure(
+        "checks.word_count.native_vs_split",
+        "native word_count vs split(' ')",
+        baseline="checks.word_count.polars_split",
+        ratio="speedup",
+    ),
+    Figure("import.users.100k.bulkio", "bulkio import users (CSV), 100K, end to end"),
+    Figure("rss.users.100k", "worker peak RSS, users 100K", unit="MiB"),
+    Figure("rss.users.1m", "worker peak RSS, users 1M", unit="MiB", target=_t("value", "<=", 512)),
+    Figure(
+        "rss.users.growth",
+        "worker peak RSS(1M) / RSS(100K), users",
+        unit="MiB",
+        baseline="rss.users.100k",
+        ratio="growth",
+        target=_t("ratio", "<=", 1.3),
+        source="rss.users.1m",
+    ),
+    Figure("rss.articles.1m", "worker peak RSS, articles 1M", unit="MiB"),
+    Figure("rss.comments.1m", "worker peak RSS, comments 1M", unit="MiB"),
+    Figure("workers.1", "2 x 500K users at once, 1 worker process"),
+    Figure(
+        "workers.2",
+        "2 x 500K users at once, 1 worker per core (2)",
+        baseline="workers.1",
+        ratio="speedup",
+    ),
+)
+FIGURE_BY_KEY = {f.key: f for f in FIGURES}
+
+
+@dataclass
+class Measurement:
+    key: str
+    #: seconds (unit "s") or MiB (unit "MiB")
+    value: float
+    rows: int | None = None
+    rounds: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    unit: str
+    value: float | None
+    rows_per_s: float | None
+    baseline: str | None
+    baseline_value: float | None
+    ratio_kind: str | None
+    ratio: float | None
+    target: str | None
+    stretch: str | None
+    met: bool | None
+    stretch_met: bool | None
+    extra: dict[str, Any]
+
+
+class Recorder:
+    """Measurements of one session, keyed by figure."""
+
+    def __init__(self) -> None:
+        self.measurements: dict[str, Measurement] = {}
+        self.meta: dict[str, Any] = {}
+
+    def record(
+        self, key: str, value: float, *, rows: int | None = None, rounds: int = 1, **extra: Any
+    ) -> None:
+        if key not in FIGURE_BY_KEY:
+            raise KeyError(f"unknown figure {key!r}: declare it in bench/report.py FIGURES")
+        self.measurements[key] = Measurement(key, value, rows, rounds, extra)
+
+    def rows(self) -> list[Row]:
+        return [self._row(f) for f in FIGURES]
+
+    def _row(self, fig: Figure) -> Row:
+        m = self.measurements.get(fig.source or fig.key)
+        base = self.measurements.get(fig.baseline) if fig.baseline else None
+        value = m.value if m else None
+        rows_per_s = m.rows / m.value if m and m.rows and m.value and fig.unit == "s" else None
+        ratio: float | None = None
+        if m and base and m.value and base.value:
+            if fig.ratio in ("time", "growth"):
+                ratio = m.value / base.value
+            elif fig.ratio in ("throughput", "speedup"):  # rows/s over the baseline's rows/s
+                ratio = ((m.rows or 1) / m.value) / ((base.rows or 1) / base.value)
+        met = fig.target.met(value, ratio) if fig.target else None
+        stretch_met = fig.stretch.met(value, ratio) if fig.stretch else None
+        return Row(
+            key=fig.key, label=fig.label, unit=fig.unit, value=value, rows_per_s=rows_per_s,
+            baseline=fig.baseline, baseline_value=base.value if base else None,
+            ratio_kind=fig.ratio, ratio=ratio,
+            target=str(fig.target) if fig.target else None,
+            stretch=str(fig.stretch) if fig.stretch else None,
+            met=met, stretch_met=stretch_met, extra=dict(m.extra) if m else {},
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------- rendering
+
+
+def _fmt_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "not measured"
+    if unit == "MiB":
+        return f"{value:.0f} MiB"
+    return f"{value:.3f} s" if value < 1 else f"{value:.2f} s"
+
+
+def _fmt_rate(rate: float | None) -> str:
+    return f"{rate:,.0f}" if rate is not None else ""
+
+
+def _fmt_share(share: float | None) -> str:
+    if share is None:
+        return ""
+    flag = " (contended)" if share >= CONTENDED else ""
+    return f"{share:.0%}{flag}"
+
+
+def _fmt_met(row: Row) -> str:
+    if row.met is None:
+        return "" if row.target is None else "n/a"
+    if not row.met:
+        return "MISSED"
+    return (
+        "met, stretch met"
+        if row.stretch_met
+        else ("met" if row.stretch is None else "met (stretch missed)")
+    )
+
+
+def table(rows: list[Row]) -> list[list[str]]:
+    header = ["figure", "value", "rows/s", "baseline", "ratio", "target (stretch)", "met?",
+              "others' CPU"]  # fmt: skip
+    out = [header]
+    for r in rows:
+        target = r.target or ""
+        if r.stretch:
+            target += f" ({r.stretch})"
+        ratio = f"{r.ratio:.2f}x {r.ratio_kind}" if r.ratio is not None else ""
+        base = _fmt_value(r.baseline_value, r.unit) if r.baseline else ""
+        out.append(
+            [
+                r.label,
+                _fmt_value(r.value, r.unit),
+                _fmt_rate(r.rows_per_s),
+                base,
+                ratio,
+                target,
+                _fmt_met(r),
+                _fmt_share(r.extra.get("cpu_others_share")),
+            ]
+        )
+    return out
+
+
+def render_text(cells: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_markdown(cells: list[list[str]]) -> str:
+    def esc(c: str) -> str:
+        return c.replace("|", "\\|")
+
+    lines = [
+        "| " + " | ".join(esc(c) for c in cells[0]) + " |",
+        "|" + "|".join("---" for _ in cells[0]) + "|",
+    ]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in cells[1:]]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ environment
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text()
+                      .splitlines() if line.startswith("MemTotal"))  # fmt: skip
+    except (OSError, StopIteration):
+        mem_kb = 0
+    versions: dict[str, str] = {}
+    from importlib import metadata
+
+    for dist in ("polars", "pyarrow", "adbc-driver-postgresql", "litestar", "granian",
+                 "dramatiq", "httpx"):  # fmt: skip
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "?"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024**2, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": versions,
+    }
+
+
+def source_state() -> dict[str, Any]:
+    status = _git("status", "--porcelain", "--", "engine", "api", "native")
+    dirty = [line.split(maxsplit=1)[1] for line in status.splitlines() if line.strip()]
+    return {"commit": _git("rev-parse", "--short", "HEAD"), "uncommitted": dirty}
+
+
+def write_results(recorder: Recorder, started: datetime) -> tuple[str, Path]:
+    rows = recorder.rows()
+    cells = table(rows)
+    state = source_state()
+    info = {**recorder.meta, "machine": machine(), "source": state}
+    doc = {
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        **info,
+        "figures": [asdict(r) for r in rows],
+        "table": cells,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "latest.json"
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    m = info["machine"]
+    dirty = (
+        f", plus uncommitted changes in {len(state['uncommitted'])} file(s)"
+        if state["uncommitted"]
+        else ""
+    )
+    caption = (
+        f"bulkio commit {state['commit']}{dirty}; {m['cores']} cores ({m['cpu']}), "
+        f"{m['memory_gib']} GiB; PostgreSQL {info.get('postgres', {}).get('version', '?')}; "
+        f"{doc['finished']}"
+    )
+    (RESULTS / "latest.md").write_text(f"{caption}\n\n{render_markdown(cells)}\n")
+    return f"{caption}\n\n{render_text(cells)}", path
