@@ -14,7 +14,7 @@ import polars as pl
 
 from engine import checks
 from engine.error_rows import ERROR_SCHEMA, empty_errors
-from engine.formats.parse import LINE, ROW
+from engine.formats.parse import LINE, NUL_SHOWN, ROW
 from engine.resources import Column, Kind, Resource
 
 #: Longest ``value`` echoed in an error row (bodies of 500+ words are cut here).
@@ -49,7 +49,14 @@ def _format_message(col: Column) -> str:
         case Kind.TIMESTAMP:
             return f"{name} must be {TIMESTAMP_HELP}"
         case Kind.TAGS:
-            return f"{name} must be a JSON array of non-empty strings or a |-separated list"
+            return (
+                f"{name} must be a JSON array of non-empty strings or a |-separated list "
+                "(without NUL characters)"
+            )
+        case Kind.TEXT:
+            return (
+                f"{name} must not contain NUL (\\x00) characters: PostgreSQL text cannot hold them"
+            )
         case _:
             return f"{name} has an invalid format"
 
@@ -108,8 +115,26 @@ def parse_tags(raw: pl.Series) -> tuple[pl.Series, pl.Series]:
         .otherwise(piped)
     ).to_series()
     has_empty = tags.list.eval(pl.element().str.strip_chars().str.len_bytes() == 0).list.any()
-    ok = ~(is_json & ~json_ok).fill_null(False) & ~has_empty.fill_null(False)
+    # "\u0000" in a JSON array decodes to NUL, which a text[] cannot store.
+    has_nul = tags.list.eval(pl.element().str.contains("\x00", literal=True)).list.any()
+    ok = (
+        ~(is_json & ~json_ok).fill_null(False)
+        & ~has_empty.fill_null(False)
+        & ~has_nul.fill_null(False)
+    )
     return tags.alias(raw.name), ok
+
+
+def _false(n: int) -> pl.Series:
+    """All-False Boolean Series (typed: ``pl.Series([])`` would be Null, which ``~`` rejects)."""
+    return pl.Series([False] * n, dtype=pl.Boolean)
+
+
+def _has_nul(s: pl.Series) -> pl.Series:
+    """NUL bytes pass every text rule but PostgreSQL text cannot store them (the whole batch's
+    COPY would fail), so they are a format error of the record instead. Other kinds' checks
+    already reject them."""
+    return s.str.contains("\x00", literal=True)
 
 
 def _check(col: Column, raw: pl.Series) -> tuple[pl.Series, pl.Series]:
@@ -119,7 +144,7 @@ def _check(col: Column, raw: pl.Series) -> tuple[pl.Series, pl.Series]:
     missing = s.is_null() | (s.str.strip_chars() == "")
     s = pl.select(pl.when(missing).then(None).otherwise(s)).to_series().alias(col.name)
     bad_format: pl.Series
-    bad_value = pl.Series([False] * len(s))
+    bad_value = _false(len(s))
     typed: pl.Series = s
     match col.kind:
         case Kind.UUID:
@@ -136,7 +161,7 @@ def _check(col: Column, raw: pl.Series) -> tuple[pl.Series, pl.Series]:
             bad_format = ~checks.is_slug(s)
         case Kind.ENUM:
             typed = s.str.to_lowercase()
-            bad_format = pl.Series([False] * len(s))
+            bad_format = _false(len(s))
             bad_value = ~typed.is_in(list(col.choices))
         case Kind.BOOL:
             lowered = s.str.to_lowercase()
@@ -150,10 +175,10 @@ def _check(col: Column, raw: pl.Series) -> tuple[pl.Series, pl.Series]:
         case Kind.TAGS:
             typed, ok = parse_tags(s)
             bad_format = ~ok
-            missing = pl.Series([False] * len(s))  # an empty tag list is a valid value
+            missing = _false(len(s))  # an empty tag list is a valid value
         case Kind.TEXT:
             typed = raw
-            bad_format = pl.Series([False] * len(s))
+            bad_format = _has_nul(s)
             if col.max_words:
                 bad_value = checks.word_count(s) > col.max_words
     code_value = "too_long" if col.kind is Kind.TEXT else "invalid_value"
@@ -183,7 +208,9 @@ def _errors_for(
         pl.lit(col.name).alias("field"),
         "code",
         pl.col("code").replace_strict(msgs, default="invalid").alias("message"),
-        pl.col("value").str.slice(0, MAX_VALUE_CHARS),
+        pl.col("value")
+        .str.slice(0, MAX_VALUE_CHARS)
+        .str.replace_all("\x00", NUL_SHOWN, literal=True),
     ).cast(ERROR_SCHEMA)  # type: ignore[arg-type]
 
 

@@ -26,10 +26,27 @@ from engine.formats.framing import (
     as_array,
     blocks,
 )
-from engine.formats.parse import LINE, ROW, Parsed, parse_csv, parse_json_lines
+from engine.formats.parse import (
+    LINE,
+    MAX_FIELDS,
+    ROW,
+    Parsed,
+    json_keys,
+    parse_csv,
+    parse_json_lines,
+    shown,
+)
 
 FORMATS = ("csv", "ndjson", "json")
 _EXTENSIONS = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json"}
+#: Why a file without a single record fails (a job that "succeeds" with nothing hides mistakes).
+_NO_RECORDS = {
+    "csv": "the CSV file has a header but no records",
+    "ndjson": "the file holds no records: it is empty or has only blank lines",
+    "json": "the JSON array is empty: the file holds no records",
+}
+#: Names listed in one message or warning; the rest are counted.
+_LISTED = 20
 
 __all__ = ["FORMATS", "LINE", "ROW", "Batch", "Position", "detect_format", "read_batches"]
 
@@ -116,21 +133,33 @@ class _Stream:
             n -= len(chunk)
 
 
-def _first_record(stream: _Stream, framer: Framer, limit: int) -> bytes:
+def _listing(names: Sequence[str]) -> str:
+    """Names for a message: NUL made visible, an empty name shown as "", at most _LISTED."""
+    shown_names = [shown(n) if n else '""' for n in names[:_LISTED]]
+    more = f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
+    return ", ".join(shown_names) + more
+
+
+def _first_record(stream: _Stream, framer: CsvFramer, limit: int) -> bytes:
     buf = b""
     while True:
         chunk = stream.next()
         if not chunk:
+            if framer.in_quotes:
+                raise FileError("the CSV header ends inside a quoted field (an unbalanced quote)")
             return buf
         start = len(buf)
         buf += chunk
         ends = framer.scan(as_array(buf[start:]))
+        cut = start + int(ends[0]) if len(ends) else len(buf) + 1
+        if cut - 1 > limit:  # checked whether or not the line ended in this chunk
+            raise MissingColumns(
+                f"the CSV header line is longer than the record limit ({limit} bytes, "
+                "BULKIO_MAX_RECORD_BYTES)"
+            )
         if len(ends):
-            cut = start + int(ends[0])
             stream.push(buf[cut:])
             return buf[:cut]
-        if len(buf) > limit:
-            raise MissingColumns("the CSV header line is longer than the record limit")
 
 
 def _csv_header(
@@ -140,19 +169,33 @@ def _csv_header(
     if not raw.strip():
         raise MissingColumns("the file is empty: a CSV file needs a header row naming its columns")
     _check_utf8(raw, 0, 0)
-    names = [n.strip() for n in next(csv.reader(io.StringIO(raw.decode("utf-8"))))]
+    if b"\r" in raw.rstrip(b"\r\n"):
+        # Records end with LF or CRLF; a lone CR elsewhere is data. In a header it means the
+        # file uses CR-only line endings (classic Mac), which would make the whole file one line.
+        raise FileError(
+            "the CSV header line holds a carriage return (CR) that is not followed by a line feed: "
+            "the file seems to use CR-only line endings; re-save it with LF or CRLF line endings"
+        )
+    try:
+        names = [n.strip() for n in next(csv.reader(io.StringIO(raw.decode("utf-8"))))]
+    except csv.Error as exc:
+        raise FileError(f"the CSV header line cannot be read: {exc}") from exc
+    if len(names) > MAX_FIELDS:
+        raise FileError(
+            f"the CSV header has {len(names)} columns; at most {MAX_FIELDS} are accepted"
+        )
     seen: set[str] = set()
     dupes = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
     if dupes:
-        raise MissingColumns(f"the CSV header repeats column(s): {', '.join(dupes)}")
+        raise MissingColumns(f"the CSV header repeats column(s): {_listing(dupes)}")
     missing = [c for c in required if c not in names]
     if missing:
         raise MissingColumns(
             f"the CSV header lacks required column(s): {', '.join(missing)}; "
-            f"found: {', '.join(names) or '(none)'}"
+            f"found: {_listing(names) or '(none)'}"
         )
     unknown = [n for n in names if n not in columns]
-    warnings = [f"ignored unknown column(s): {', '.join(unknown)}"] if unknown else []
+    warnings = [f"ignored unknown column(s): {_listing(unknown)}"] if unknown else []
     header_line = raw if raw.endswith(b"\n") else raw + b"\n"
     return Header(names, header_line, len(raw), warnings)
 
@@ -183,6 +226,11 @@ def _check_utf8(data: bytes, offset: int, lines_before: int) -> None:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = lines_before + data.count(b"\n", 0, exc.start) + 1
+        if offset == 0 and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise InvalidEncoding(
+                "the file is not UTF-8: it starts with a UTF-16 (or UTF-32) byte-order mark; "
+                "re-save it as UTF-8"
+            ) from exc
         raise InvalidEncoding(
             f"the file is not valid UTF-8: byte 0x{data[exc.start]:02x} at offset "
             f"{offset + exc.start} (line {line}); re-save it as UTF-8"
@@ -223,6 +271,7 @@ def read_batches(
         pos = Position(pos.batch, header.length, pos.row, header_lines)
     stream.skip(pos.offset - header.length)
     row = pos.row
+    from_start = pos.batch == 0
     for block in blocks(
         iter(stream),
         framer,
@@ -234,10 +283,22 @@ def read_batches(
     ):
         _check_utf8(block.data, block.offset, block.lines_before)
         parsed = _parse(block, fmt, header, columns, row)
+        if fmt != "csv" and from_start and block.index == 0:
+            _warn_unknown_keys(header, block, fmt, columns)
         row += parsed.rows
         end = block.offset + len(block.data)
         after = Position(block.index + 1, end, row, block.lines_before + block.data.count(b"\n"))
         yield Batch(block.index, parsed.frame, parsed.errors, parsed.rows, after, end)
+    if from_start and row == pos.row:
+        raise FileError(_NO_RECORDS[fmt])
+
+
+def _warn_unknown_keys(header: Header, block: Block, fmt: str, columns: Sequence[str]) -> None:
+    """JSON keys that are not columns are ignored; say so once, like CSV's unknown columns. Only
+    the first batch is sampled (``KEY_SAMPLE`` records): the warning is set when it commits."""
+    unknown = sorted(json_keys(block, array=fmt == "json") - set(columns))
+    if unknown:
+        header.warnings.append(f"ignored unknown key(s): {_listing(unknown)}")
 
 
 def _parse(block: Block, fmt: str, header: Header, columns: Sequence[str], row: int) -> Parsed:

@@ -151,6 +151,25 @@ class Block:
     lines_before: int
 
 
+def _check_lengths(
+    buf: bytearray, ends: np.ndarray, previous: int, max_record_bytes: int, lines_before: int
+) -> None:
+    """Records that end in one chunk are checked here, unfinished ones while they grow, so the
+    cap does not depend on chunk sizes. A length excludes the terminator (newline or comma)."""
+    lengths = np.diff(ends, prepend=previous) - 1
+    if len(lengths) and int(lengths.max()) > max_record_bytes:
+        first = int(np.flatnonzero(lengths > max_record_bytes)[0])
+        start = previous if first == 0 else int(ends[first - 1])
+        raise _too_large(lines_before + buf.count(b"\n", 0, start) + 1, max_record_bytes)
+
+
+def _too_large(line: int, max_record_bytes: int) -> RecordTooLarge:
+    return RecordTooLarge(
+        f"a record starting on line {line} is longer than {max_record_bytes} bytes "
+        "(BULKIO_MAX_RECORD_BYTES); for CSV this usually means an unbalanced quote"
+    )
+
+
 def blocks(
     chunks: Iterator[bytes],
     framer: Framer,
@@ -172,7 +191,12 @@ def blocks(
         buf += chunk
         new = framer.scan(as_array(memoryview(buf)[scanned:])) + scanned
         scanned = len(buf)
+        previous = int(ends[-1][-1]) if ends else 0
+        # A JSON array's closing ']' right after a ',' (or at a resumed start) would end an
+        # empty record: dropping it keeps batches the same whatever the checkpoint.
+        new = new[new > previous]
         if len(new):
+            _check_lengths(buf, new, previous, max_record_bytes, lines_before)
             ends.append(new)
             found += len(new)
         while found >= batch_rows:
@@ -190,11 +214,7 @@ def blocks(
             index += 1
         last_end = int(ends[-1][-1]) if ends else 0
         if len(buf) - last_end > max_record_bytes:
-            line = lines_before + buf.count(b"\n", 0, last_end) + 1
-            raise RecordTooLarge(
-                f"a record starting on line {line} is longer than {max_record_bytes} bytes "
-                "(BULKIO_MAX_RECORD_BYTES); for CSV this usually means an unbalanced quote"
-            )
+            raise _too_large(lines_before + buf.count(b"\n", 0, last_end) + 1, max_record_bytes)
     all_ends = np.concatenate(ends) if ends else np.empty(0, dtype=np.int64)
     last_end = int(all_ends[-1]) if len(all_ends) else 0
     if framer.finish(as_array(memoryview(buf)[last_end:])):

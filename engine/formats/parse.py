@@ -7,7 +7,8 @@ Output columns are exactly the resource's columns (String; absent ones are null)
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,24 @@ from engine.formats.records import Layout, layout
 
 ROW = "__row"
 LINE = "__line"
+
+#: Deepest nesting of arrays/objects in one JSON record; a deeper record is an error row (parsers
+#: recurse per level, so unbounded nesting is a stack-exhaustion attack).
+MAX_JSON_DEPTH = 64
+#: Most fields of a CSV header (more fails the file) or members of one JSON object (more is an
+#: error row).
+MAX_FIELDS = 1024
+#: Records of the first batch whose JSON keys are looked at to report unknown keys once.
+KEY_SAMPLE = 1000
+#: Shown instead of a NUL byte in echoed values: PostgreSQL text cannot hold ``\x00``.
+NUL_SHOWN = "\u2400"
+#: What a parser may raise on a record it cannot read: a polars error, or a Rust panic
+#: (``PanicException`` derives from BaseException, so ``except Exception`` would let it through).
+PARSE_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException)
+_CSV_QUOTE_MESSAGE = (
+    'a quote (") inside an unquoted field or after a closing quote: enclose the whole field in '
+    'quotes and double each quote inside it ("")'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +81,55 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(diff == 1), np.flatnonzero(diff == -1)
 
 
-def _good_bytes(data: bytes, geo: Layout, good: np.ndarray, sep: bytes = b"") -> bytes:
+def _good_bytes(data: bytes, geo: Layout, good: np.ndarray) -> bytes:
     run_starts, run_stops = _runs(good)
-    starts = geo.starts[run_starts]
-    ends = geo.ends[run_stops - 1]
-    if not sep:
-        return _concat_ranges(data, starts, ends)
-    return sep.join(
-        bytes(memoryview(data)[int(s) : int(e)]) for s, e in zip(starts, ends, strict=True)
-    )
+    return _concat_ranges(data, geo.starts[run_starts], geo.ends[run_stops - 1])
+
+
+def _subset_bytes(data: bytes, geo: Layout, idx: np.ndarray) -> bytes:
+    """Bytes of records ``idx`` (ascending), in file order."""
+    mask = np.zeros(len(geo.ends), dtype=bool)
+    mask[idx] = True
+    return _good_bytes(data, geo, mask)
+
+
+def _isolate(
+    parse: Callable[[np.ndarray], pl.DataFrame], idx: np.ndarray
+) -> tuple[list[pl.DataFrame], list[int]]:
+    """Parse records ``idx`` at once; when the parser fails or disagrees on the number of rows,
+    bisect to find the records it cannot read. Returns (frames in order, bad record indices)."""
+    frames: list[tuple[int, pl.DataFrame]] = []
+    bad: list[int] = []
+    stack = [(0, len(idx))]
+    while stack:
+        lo, hi = stack.pop()
+        try:
+            frame = parse(idx[lo:hi])
+            ok = frame.height == hi - lo
+        except PARSE_ERRORS:
+            ok = False
+        if ok:
+            frames.append((lo, frame))
+        elif hi - lo == 1:
+            bad.append(int(idx[lo]))
+        else:
+            mid = (lo + hi) // 2
+            stack.append((mid, hi))
+            stack.append((lo, mid))
+    return [f for _, f in sorted(frames, key=lambda t: t[0])], bad
+
+
+def _count_per_record(mask: np.ndarray, geo: Layout) -> np.ndarray:
+    """How many bytes of each record ``mask`` selects (records are contiguous and cover data)."""
+    if not len(mask):
+        return np.zeros(len(geo.ends), dtype=np.int64)
+    counts = np.add.reduceat(mask, np.minimum(geo.starts, len(mask) - 1), dtype=np.int64)
+    return np.where(geo.ends > geo.starts, counts, 0)
+
+
+def shown(value: str) -> str:
+    """``value`` safe to store as PostgreSQL text and to echo (NUL made visible)."""
+    return value.replace("\x00", NUL_SHOWN)
 
 
 # ---------------------------------------------------------------- CSV
@@ -85,31 +144,51 @@ def csv_fields_per_record(block: Block, geo: Layout) -> np.ndarray:
     return np.bincount(owner, minlength=len(geo.ends))[: len(geo.ends)] + 1
 
 
-def parse_csv(
-    block: Block, header: bytes, names: Sequence[str], columns: Sequence[str], first_row: int
-) -> Parsed:
-    geo = layout(block)
-    solid = ~geo.blank
-    rows = first_row + np.cumsum(solid) - 1
-    fields = csv_fields_per_record(block, geo)
-    bad = solid & (fields != len(names))
-    good = solid & ~bad
-    errors = empty_errors()
-    if bad.any():
-        found = fields[bad]
-        errors = malformed(
-            rows[bad].tolist(),
-            geo.lines[bad].tolist(),
-            pl.Series(
-                [f"expected {len(names)} fields (the header's), found {n}" for n in found.tolist()]
-            ),
-        )
-    if not good.any():
-        return Parsed(_empty(columns), errors, int(solid.sum()))
-    body = _good_bytes(block.data, geo, good)
+def csv_stray_quotes(block: Block, geo: Layout) -> np.ndarray:
+    """Per record: does it hold a quote RFC 4180 does not allow?
+
+    Framing counts every ``"`` (records start outside quotes, so the k-th quote of a block opens
+    a quoted field when k is odd). An opening quote must start a field (after ``,``, a newline,
+    or the closing quote of a doubled ``""``); a closing quote must end one (before ``,``, a
+    newline, CRLF, the end, or a doubled ``""``). Anything else — ``ab"c`` or ``"ab"c`` — is read
+    differently by every CSV parser, so such a record is an error row, never guessed at.
+    """
+    arr = as_array(block.data)
+    quotes = np.flatnonzero(arr == QUOTE)
+    stray = np.zeros(len(geo.ends), dtype=bool)
+    if not len(quotes):
+        return stray
+    n = len(arr)
+    opening = (np.arange(len(quotes)) & 1) == 0
+    prev = np.where(quotes > 0, arr[np.maximum(quotes - 1, 0)], NL)
+    at_record_start = np.isin(quotes, geo.starts)
+    ok_open = at_record_start | (prev == 0x2C) | (prev == NL) | (prev == QUOTE)
+    nxt = np.where(quotes + 1 < n, arr[np.minimum(quotes + 1, n - 1)], NL)
+    after = np.where(quotes + 2 < n, arr[np.minimum(quotes + 2, n - 1)], NL)
+    ok_close = (nxt == 0x2C) | (nxt == NL) | (nxt == QUOTE) | ((nxt == 0x0D) & (after == NL))
+    bad = np.where(opening, ~ok_open, ~ok_close)
+    owner = np.searchsorted(geo.ends, quotes[bad], side="right")
+    stray[owner[owner < len(stray)]] = True
+    return stray
+
+
+def _records(data: bytes, geo: Layout, idx: np.ndarray) -> list[bytes]:
+    """The bytes of a few records (error rows only: one Python object per record)."""
+    view = memoryview(data)
+    return [bytes(view[int(geo.starts[i]) : int(geo.ends[i])]) for i in idx.tolist()]
+
+
+def _bare_cr(record: bytes) -> str:
+    """A hint for a ragged record whose lines end with a lone CR (read as data, not a break)."""
+    if b"\r" in record.rstrip(b"\r\n").replace(b"\r\n", b""):
+        return " (it holds a carriage return (CR) without a line feed: records end with LF or CRLF)"
+    return ""
+
+
+def _read_csv(header: bytes, body: bytes, names: Sequence[str]) -> pl.DataFrame:
     if not body.endswith(b"\n"):
         body += b"\n"
-    frame = pl.read_csv(
+    return pl.read_csv(
         io.BytesIO(header + body),
         has_header=True,
         new_columns=list(names),
@@ -118,8 +197,73 @@ def parse_csv(
         raise_if_empty=False,
         truncate_ragged_lines=False,
     )
-    frame = _conform(frame, columns)
+
+
+def parse_csv(
+    block: Block, header: bytes, names: Sequence[str], columns: Sequence[str], first_row: int
+) -> Parsed:
+    geo = layout(block)
+    solid = ~geo.blank
+    rows = first_row + np.cumsum(solid) - 1
+    fields = csv_fields_per_record(block, geo)
+    stray = solid & csv_stray_quotes(block, geo)
+    ragged = solid & ~stray & (fields != len(names))
+    good = solid & ~stray & ~ragged
+    frames: list[pl.DataFrame] = []
+    unreadable: list[int] = []
+    if good.any():
+        frames, unreadable = _isolate(
+            lambda idx: _read_csv(header, _subset_bytes(block.data, geo, idx), names),
+            np.flatnonzero(good),
+        )
+        good[unreadable] = False
+    parts = []
+    if ragged.any():
+        parts.append(
+            (
+                np.flatnonzero(ragged),
+                [
+                    f"expected {len(names)} fields (the header's), found {n}{_bare_cr(record)}"
+                    for n, record in zip(
+                        fields[ragged].tolist(),
+                        _records(block.data, geo, np.flatnonzero(ragged)),
+                        strict=True,
+                    )
+                ],
+            )
+        )
+    if stray.any():
+        parts.append((np.flatnonzero(stray), [_CSV_QUOTE_MESSAGE] * int(stray.sum())))
+    if unreadable:
+        parts.append((np.array(unreadable), ["the record is not valid CSV"] * len(unreadable)))
+    errors = _malformed_records(rows, geo, parts)
+    if not frames:
+        return Parsed(_empty(columns), errors, int(solid.sum()))
+    frame = _conform(pl.concat(frames, how="vertical_relaxed"), columns)
     return Parsed(_numbered(frame, rows[good], geo.lines[good]), errors, int(solid.sum()))
+
+
+def _malformed_records(
+    rows: np.ndarray,
+    geo: Layout,
+    parts: list[tuple[np.ndarray, list[str]]],
+    values: dict[int, str] | None = None,
+) -> pl.DataFrame:
+    """One ``malformed_record`` error row per (record index, message), in record order."""
+    if not parts:
+        return empty_errors()
+    idx = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    msgs = [m for p in parts for m in p[1]]
+    order = np.argsort(idx, kind="stable")
+    idx = idx[order]
+    return malformed(
+        rows[idx].tolist(),
+        geo.lines[idx].tolist(),
+        pl.Series([msgs[i] for i in order.tolist()], dtype=pl.String),
+        None
+        if values is None
+        else pl.Series([values.get(i) for i in idx.tolist()], dtype=pl.String),
+    )
 
 
 # ---------------------------------------------------------------- NDJSON and JSON array
@@ -129,29 +273,7 @@ def _ndjson(data: bytes, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return pl.read_ndjson(io.BytesIO(data), schema=schema)
 
 
-def _isolate(
-    data: bytes, starts: np.ndarray, ends: np.ndarray, schema: dict[str, pl.DataType]
-) -> tuple[list[pl.DataFrame], list[int]]:
-    """Parse lines [starts, ends); on failure bisect to find the bad ones (frames, bad idx)."""
-    frames: list[tuple[int, pl.DataFrame]] = []
-    bad: list[int] = []
-    stack = [(0, len(starts))]
-    while stack:
-        lo, hi = stack.pop()
-        chunk = bytes(memoryview(data)[int(starts[lo]) : int(ends[hi - 1])])
-        try:
-            frames.append((lo, _ndjson(chunk, schema)))
-        except pl.exceptions.PolarsError:
-            if hi - lo == 1:
-                bad.append(lo)
-            else:
-                mid = (lo + hi) // 2
-                stack.append((mid, hi))
-                stack.append((lo, mid))
-    return [f for _, f in sorted(frames, key=lambda t: t[0])], bad
-
-
-def _json_lines(block: Block) -> tuple[bytes, Block]:
+def _json_lines(block: Block) -> bytes:
     """Rewrite a JSON-array block as NDJSON: depth-1 commas become newlines, newlines spaces."""
     arr = as_array(block.data).copy()
     quotes = real_quotes(arr)
@@ -163,73 +285,132 @@ def _json_lines(block: Block) -> tuple[bytes, Block]:
     separators = outside & (arr == 0x2C) & (depth == 1)
     arr[arr == NL] = 0x20
     arr[separators] = NL
-    return arr.tobytes(), block
+    return arr.tobytes()
+
+
+def _json_shape(record: np.ndarray) -> tuple[int, int]:
+    """(deepest nesting, members of the top-level value) of one JSON record's bytes."""
+    quotes = real_quotes(record)
+    inside = (np.cumsum(quotes, dtype=np.int64) & 1).astype(bool)
+    outside = ~inside & ~quotes
+    opens = outside & ((record == 0x7B) | (record == 0x5B))
+    closes = outside & ((record == 0x7D) | (record == 0x5D))
+    depth = np.cumsum(opens.astype(np.int64) - closes.astype(np.int64))
+    deepest = int(depth.max()) if len(depth) else 0
+    return deepest, int(np.count_nonzero(outside & (record == 0x2C) & (depth == 1))) + 1
+
+
+def _json_limits(arr: np.ndarray, geo: Layout, candidates: np.ndarray) -> dict[int, str]:
+    """Records nested deeper than MAX_JSON_DEPTH or with more than MAX_FIELDS members → message.
+
+    Counting brackets and commas per record is cheap and bounds both, so only records with many
+    of them (rare) are measured exactly, one at a time (each is at most max_record_bytes)."""
+    opens = _count_per_record((arr == 0x7B) | (arr == 0x5B), geo)
+    commas = _count_per_record(arr == 0x2C, geo)
+    suspects = np.flatnonzero(candidates & ((opens > MAX_JSON_DEPTH) | (commas >= MAX_FIELDS)))
+    problems: dict[int, str] = {}
+    for i in suspects.tolist():
+        deepest, members = _json_shape(arr[int(geo.starts[i]) : int(geo.ends[i])])
+        if deepest > MAX_JSON_DEPTH:
+            problems[i] = (
+                f"the record nests arrays/objects {deepest} levels deep; "
+                f"at most {MAX_JSON_DEPTH} are accepted"
+            )
+        elif members > MAX_FIELDS:
+            problems[i] = f"the object has {members} fields; at most {MAX_FIELDS} are accepted"
+    return problems
+
+
+def _json_kind(text: str) -> str:
+    """What a record that is not an object holds, for the error message."""
+    first = text[:1]
+    if not first:
+        return "nothing"
+    if first == "[":
+        return "an array"
+    if first == '"':
+        return "a string"
+    if text in ("true", "false"):
+        return "a boolean"
+    if text == "null":
+        return "null"
+    if first in "-0123456789":
+        return "a number"
+    return "something"
 
 
 def parse_json_lines(
     block: Block, columns: Sequence[str], first_row: int, *, array: bool
 ) -> Parsed:
     geo = layout(block)
-    data = _json_lines(block)[0] if array else block.data
+    data = _json_lines(block) if array else block.data
     arr = as_array(data)
     solid = ~geo.blank
     rows = first_row + np.cumsum(solid) - 1
     # Cheap vectorised pre-check: a record must start with '{' and end with '}'.
     ws = np.isin(arr, np.frombuffer(b" \t\r\n,", dtype=np.uint8))
     solid_pos = np.flatnonzero(~ws)
-    first_idx = np.searchsorted(solid_pos, geo.starts)
-    last_idx = np.searchsorted(solid_pos, geo.ends) - 1
-    safe_first = (
-        solid_pos[np.minimum(first_idx, max(len(solid_pos) - 1, 0))]
-        if len(solid_pos)
-        else geo.starts
-    )
-    safe_last = (
-        solid_pos[np.clip(last_idx, 0, max(len(solid_pos) - 1, 0))]
-        if len(solid_pos)
-        else geo.starts
-    )
-    shaped = (
-        solid
-        & (arr[np.minimum(safe_first, len(arr) - 1)] == 0x7B)
-        & (arr[np.minimum(safe_last, len(arr) - 1)] == 0x7D)
-        if len(arr)
-        else solid & False
-    )
+    shaped = solid.copy()
+    if len(solid_pos):
+        first_idx = np.minimum(np.searchsorted(solid_pos, geo.starts), len(solid_pos) - 1)
+        last_idx = np.clip(np.searchsorted(solid_pos, geo.ends) - 1, 0, len(solid_pos) - 1)
+        shaped &= (arr[solid_pos[first_idx]] == 0x7B) & (arr[solid_pos[last_idx]] == 0x7D)
+    else:
+        shaped[:] = False
+    limits = _json_limits(arr, geo, shaped)
+    if limits:
+        shaped[list(limits)] = False
     schema: dict[str, pl.DataType] = {c: pl.String() for c in columns}
-    candidates = np.flatnonzero(shaped)
     frames: list[pl.DataFrame] = []
-    bad_idx: list[int] = np.flatnonzero(solid & ~shaped).tolist()
-    if len(candidates):
-        run_starts, run_stops = _runs(shaped)
-        for rs, re_ in zip(run_starts.tolist(), run_stops.tolist(), strict=True):
-            idx = np.arange(rs, re_)
-            got, bad = _isolate(data, geo.starts[idx], geo.ends[idx], schema)
-            frames.extend(got)
-            bad_idx.extend(int(idx[b]) for b in bad)
-    good = shaped.copy()
-    if bad_idx:
-        good[np.array(bad_idx, dtype=np.int64)] = False
-    errors = empty_errors()
-    if bad_idx:
-        order = np.sort(np.array(bad_idx, dtype=np.int64))
-        kind = "an element of the JSON array" if array else "the line"
-        errors = malformed(
-            rows[order].tolist(),
-            geo.lines[order].tolist(),
-            f"{kind} is not a valid JSON object",
-            pl.Series(
-                [
-                    bytes(memoryview(block.data)[int(geo.starts[i]) : int(geo.ends[i])])
-                    .decode("utf-8", "replace")
-                    .strip()
-                    .rstrip(",")[:256]
-                    for i in order.tolist()
-                ],
-                dtype=pl.String,
-            ),
+    unreadable: list[int] = []
+    if shaped.any():
+        frames, unreadable = _isolate(
+            lambda idx: _ndjson(_subset_bytes(data, geo, idx), schema), np.flatnonzero(shaped)
         )
+    good = shaped.copy()
+    good[unreadable] = False
+    errors = empty_errors()
+    bad = np.flatnonzero(solid & ~good)
+    if len(bad):
+        kind = "the element of the JSON array" if array else "the line"
+        values: dict[int, str] = {}
+        messages: list[str] = []
+        for i in bad.tolist():
+            text = (
+                bytes(memoryview(block.data)[int(geo.starts[i]) : int(geo.ends[i])])
+                .decode("utf-8", "replace")
+                .strip()
+                .rstrip(",")
+                .strip()
+            )
+            values[i] = shown(text[:256])
+            if i in limits:
+                messages.append(limits[i])
+            elif shaped[i]:
+                messages.append(f"{kind} is not a valid JSON object")
+            else:
+                messages.append(f"{kind} holds {_json_kind(text)}, not a JSON object")
+        errors = _malformed_records(rows, geo, [(bad, messages)], values)
     if not frames:
         return Parsed(_empty(columns), errors, int(solid.sum()))
     frame = _conform(pl.concat(frames, how="vertical_relaxed"), columns)
     return Parsed(_numbered(frame, rows[good], geo.lines[good]), errors, int(solid.sum()))
+
+
+def json_keys(block: Block, *, array: bool, limit: int = KEY_SAMPLE) -> set[str]:
+    """Top-level keys of the first ``limit`` records that are JSON objects (for the warning about
+    unknown keys; once per file, so a bounded Python loop is fine)."""
+    geo = layout(block)
+    data = _json_lines(block) if array else block.data
+    keys: set[str] = set()
+    for i in np.flatnonzero(~geo.blank)[:limit].tolist():
+        record = data[int(geo.starts[i]) : int(geo.ends[i])]
+        if record.count(b"{") + record.count(b"[") > MAX_JSON_DEPTH:
+            continue  # json.loads recurses per level
+        try:
+            value = json.loads(record)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            keys.update(value)
+    return keys

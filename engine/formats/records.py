@@ -22,9 +22,10 @@ def layout(block: Block) -> Layout:
     ends = block.ends.astype(np.int64)
     starts = np.concatenate(([0], ends[:-1])).astype(np.int64)
     solid = np.flatnonzero(~_WS[arr])
-    idx = np.searchsorted(solid, starts)
-    first = np.where(idx < len(solid), solid[np.minimum(idx, max(len(solid) - 1, 0))], len(arr))
-    if not len(solid):
+    if len(solid):
+        idx = np.searchsorted(solid, starts)
+        first = np.where(idx < len(solid), solid[np.minimum(idx, len(solid) - 1)], len(arr))
+    else:  # a block of blank records only (indexing ``solid`` would fail)
         first = np.full(len(starts), len(arr), dtype=np.int64)
     blank = first >= ends
     newlines = np.flatnonzero(arr == NL)
