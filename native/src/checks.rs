@@ -151,6 +151,9 @@ impl<'a> Value<'a> {
             .and_then(|w| w.first_chunk::<LANES>())
         {
             Some(full) => Block::load(full),
+            // Nothing of the value in this block (e.g. an empty string at the end of
+            // the buffer, or all values empty): no copy needed.
+            None if self.len <= start => Block::load(&[0; LANES]),
             None => Block::load(&padded(self.bytes().get(start..).unwrap_or_default())),
         };
         (block, live)
@@ -170,7 +173,7 @@ pub fn is_uuid(s: &[u8]) -> bool {
 }
 
 /// [`is_uuid`] on a [`Value`].
-#[inline]
+#[inline(always)]
 pub fn is_uuid_value(v: Value<'_>) -> bool {
     const DASHES: u64 = (1 << 8) | (1 << 13) | (1 << 18) | (1 << 23);
     const HEX_DIGITS: u64 = ((1 << 36) - 1) & !DASHES;
@@ -188,7 +191,7 @@ pub fn is_slug(s: &[u8]) -> bool {
 }
 
 /// [`is_slug`] on a [`Value`].
-#[inline]
+#[inline(always)]
 pub fn is_slug_value(v: Value<'_>) -> bool {
     if v.len == 0 || v.len > SLUG_MAX_LEN {
         return false;
@@ -228,7 +231,7 @@ pub fn is_token_id(s: &[u8], prefix: &[u8], max_len: usize) -> bool {
 }
 
 /// [`is_token_id`] on a [`Value`].
-#[inline]
+#[inline(always)]
 pub fn is_token_id_value(v: Value<'_>, prefix: &[u8], max_len: usize) -> bool {
     if !v.bytes().starts_with(prefix) {
         return false;
@@ -272,7 +275,7 @@ pub fn is_email(s: &[u8]) -> bool {
 }
 
 /// [`is_email`] on a [`Value`].
-#[inline]
+#[inline(always)]
 pub fn is_email_value(v: Value<'_>) -> bool {
     if v.len > LANES {
         return scalar::is_email(v.bytes());
@@ -289,8 +292,9 @@ pub fn is_email_value(v: Value<'_>) -> bool {
 /// [`is_email_value`] for a value of at most `16 * K` bytes.
 #[inline(always)]
 fn email_block<const K: usize>(v: Value<'_>) -> bool {
-    // Branch-free on purpose: with a mix of valid and invalid values, early returns
-    // cost more in mispredictions than evaluating every rule.
+    // Branch-free on purpose (except for the rarely taken full local-part test): with
+    // a mix of valid and invalid values, early returns cost more in mispredictions
+    // than evaluating every rule.
     let n = v.len;
     let (b, live) = v.block::<K>(0);
     let at = b.eq(b'@').bits() & live;
@@ -306,23 +310,28 @@ fn email_block<const K: usize>(v: Value<'_>) -> bool {
     let dot = dot_c.bits() & live;
     let dash = dash_c.bits() & domain;
     let domain_dots = dot & domain;
-    let domain_ok = (alpha_c | b.range(b'0', b'9') | dash_c | dot_c).bits();
-    // Printable ASCII except the specials `"(),:;<>[\]` ('@' cannot occur before the
-    // only '@'; the local part's '.' is included here and constrained below).
-    let specials = b.eq(b'"')
-        | b.range(b'(', b')')
-        | b.eq(b',')
-        | b.range(b':', b'<')
-        | b.eq(b'>')
-        | b.range(b'[', b']');
-    let local_ok = b.range(0x21, 0x7E).and_not(specials).bits();
+    let alnum_c = alpha_c | b.range(b'0', b'9');
+    let domain_ok = (alnum_c | dash_c | dot_c).bits();
+    // Local part: nearly always letters, digits and `.-_+`; only otherwise test the
+    // full set (printable ASCII except the specials `"(),:;<>[\]`; '@' cannot occur
+    // before the only '@', and the '.' rules are checked below).
+    let common = (alnum_c | dot_c | dash_c | b.eq(b'_') | b.eq(b'+')).bits();
+    let local_ok = common & local == local || {
+        let specials = b.eq(b'"')
+            | b.range(b'(', b')')
+            | b.eq(b',')
+            | b.range(b':', b'<')
+            | b.eq(b'>')
+            | b.range(b'[', b']');
+        b.range(0x21, 0x7E).and_not(specials).bits() & local == local
+    };
     // Last '.' of the domain (0 if there is none; that case fails `domain_dots != 0`).
     let last_dot = 63 - (domain_dots | 1).leading_zeros() as usize;
     let tld = live & !low_bits(last_dot + 1);
     one_at
         & (local != 0)
         & (domain_dots != 0)
-        & (local_ok & local == local)
+        & local_ok
         & (domain_ok & domain == domain)
         // no "..", no '.' first, last, or next to '@'
         & (dot & ((dot << 1) | 1 | last | (at << 1) | (at >> 1)) == 0)
@@ -346,7 +355,7 @@ pub fn word_count(s: &[u8]) -> u32 {
 }
 
 /// [`word_count`] on a [`Value`].
-#[inline]
+#[inline(always)]
 pub fn word_count_value(v: Value<'_>) -> u32 {
     let mut count: u32 = 0;
     // Bit 0: was the byte before this block part of a word?

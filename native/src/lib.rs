@@ -140,47 +140,37 @@ fn offset_slot<'a, O: Copy + TryInto<usize>>(offsets: &[O], data: &'a [u8], i: u
 /// index and the offset (u32 each).
 struct Views<'a> {
     views: &'a [u128],
-    /// The views buffer as bytes (view `i` starts at byte `16 * i`): inline values are
-    /// read straight from it, their window continuing over the following views.
-    view_bytes: &'a [u8],
-    /// The data buffers, plus an empty one at the end that out-of-range buffer
-    /// indices are clamped to.
-    buffers: Vec<&'a [u8]>,
+    /// Where values live: `[0]` is the views buffer as bytes (view `i` starts at byte
+    /// `16 * i`; an inline value's window continues over the following views), then
+    /// the data buffers, then an empty region that out-of-range buffer indices are
+    /// clamped to.
+    regions: Vec<&'a [u8]>,
 }
 
 impl<'a> Views<'a> {
     fn new(array: &'a StringViewArray) -> Self {
-        let mut buffers: Vec<&[u8]> = array.data_buffers().iter().map(|b| b.as_slice()).collect();
-        buffers.push(&[]);
+        let mut regions = vec![array.views().inner().as_slice()];
+        regions.extend(array.data_buffers().iter().map(|b| b.as_slice()));
+        regions.push(&[]);
         Self {
             views: array.views(),
-            view_bytes: array.views().inner().as_slice(),
-            buffers,
+            regions,
         }
     }
 
-    /// Slot `i`. Written without a data-dependent branch between inline and
-    /// out-of-line values (both candidates are computed, then one is selected): with
-    /// mixed lengths that branch would be mispredicted a lot. A view pointing outside
-    /// its buffers gives an empty or truncated value instead of a panic.
+    /// Slot `i`. Inline and out-of-line values are told apart with integer masks
+    /// rather than a branch: with mixed lengths that branch is mispredicted often,
+    /// which costs more than the whole check. A view pointing outside its buffers
+    /// gives an empty or truncated value instead of a panic.
     #[inline(always)]
     fn slot(&self, i: usize) -> Value<'a> {
         let view = self.views.get(i).copied().unwrap_or_default();
         let len = view as u32 as usize;
-        let inline = len <= 12;
-        let last = self.buffers.len() - 1; // >= 0: there is always the empty one
-        let index = ((view >> 64) as u32 as usize).min(last);
-        let offset = (view >> 96) as u32 as usize;
-        let base = if inline {
-            self.view_bytes
-        } else {
-            self.buffers.get(index).copied().unwrap_or_default()
-        };
-        let start = if inline {
-            i.wrapping_mul(16) | 4
-        } else {
-            offset
-        };
+        let inline = (usize::from(len <= 12)).wrapping_neg(); // all ones if inline
+        let last = self.regions.len() - 1; // the empty region
+        let region = !inline & ((view >> 64) as u32 as usize).saturating_add(1).min(last);
+        let start = (inline & (i.wrapping_mul(16) | 4)) | (!inline & (view >> 96) as u32 as usize);
+        let base = self.regions.get(region).copied().unwrap_or_default();
         Value::new(base.get(start..).unwrap_or_default(), len)
     }
 }
