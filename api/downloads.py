@@ -1,0 +1,53 @@
+"""``/v1/downloads/{job_id}``: the result of an export job, for stores without presigned URLs.
+
+The URL is the one ``GET /v1/exports/{id}`` hands out: ``expires`` (Unix seconds) and an HMAC
+``signature`` over the path and expiry. A tampered or expired URL gets 403.
+"""
+
+from __future__ import annotations
+
+from litestar import Controller, get
+from litestar.background_tasks import BackgroundTask
+from litestar.datastructures import State
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from api.exports import ClosingStream, media_type
+from api.problems import Problem
+from api.state import AppState
+from engine import jobs
+from engine.export import ExportRequestError, from_options
+from engine.storage import verify_signature
+
+
+class DownloadController(Controller):
+    path = "/v1/downloads"
+    tags = ["exports"]
+
+    @get("/{job_id:str}", sync_to_thread=True, summary="Download an export (signed URL)")
+    def download(
+        self,
+        state: State,
+        job_id: str,
+        expires: str = Parameter(default="", description="Unix time the URL expires at"),
+        signature: str = Parameter(default="", description="HMAC-SHA256 of path and expiry"),
+    ) -> Stream:
+        app: AppState = state.app
+        if not verify_signature(app.signing_secret, f"/v1/downloads/{job_id}", expires, signature):
+            raise Problem(403, "this download URL is invalid or has expired; ask "
+                               f"GET /v1/exports/{job_id} for a fresh one")
+        job = app.sync(jobs.get, job_id, None, "export")
+        if job is None or job.status != "completed" or not job.result_key:
+            raise Problem(404, f"export job {job_id} has no result")
+        try:
+            spec, _ = from_options(app.catalog, job.options)
+        except ExportRequestError as exc:
+            raise Problem(404, f"export job {job_id} has no readable result: {exc}") from exc
+        chunks = ClosingStream(app.storage.read(job.result_key))
+        return Stream(
+            chunks,
+            media_type=media_type(spec),
+            headers={"Content-Disposition": f'attachment; filename="{spec.file_name}"',
+                     "Content-Length": str(job.result_bytes)},
+            background=BackgroundTask(chunks.close),
+        )

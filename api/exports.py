@@ -1,0 +1,241 @@
+"""``/v1/exports``: stream a table straight into the response, or start an export job."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from itertools import chain
+from typing import Any
+from urllib.parse import urlencode
+
+from litestar import Controller, Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.datastructures import State
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from api.problems import Problem
+from api.schemas import ExportRequest, JobView
+from api.state import AppState
+from api.views import job_view
+from engine import db, jobs
+from engine.export import (
+    Encoded,
+    ExportQuery,
+    ExportRequestError,
+    ExportSpec,
+    export_batches,
+    prepare,
+)
+from engine.storage import signed_query
+
+log = logging.getLogger("bulkio.api")
+
+#: Query parameters of ``GET /v1/exports`` that are not filters.
+OPTIONS = ("resource", "format", "fields", "compression", "formula_guard")
+OWNER = "anonymous"
+
+
+class ExportJobRequest(ExportRequest, forbid_unknown_fields=True):
+    #: Neutralise spreadsheet formulas in CSV cells; default ``BULKIO_CSV_FORMULA_GUARD``.
+    formula_guard: bool | None = None
+
+
+def _accepts_gzip(header: str | None) -> bool:
+    for item in (header or "").split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() == "gzip":
+            q = params.strip().removeprefix("q=")
+            return not q or (q.replace(".", "", 1).isdigit() and float(q) > 0)
+    return False
+
+
+def media_type(spec: ExportSpec) -> str:
+    if spec.compression == "gzip":
+        return "application/gzip"
+    return spec.writer().content_type.split(";")[0]  # litestar adds "; charset=utf-8" to text/*
+
+
+def _prepare(app: AppState, resource: str | None, fmt: str | None, fields: list[str] | None,
+             filters: dict[str, Any] | None, compression: str | None,
+             formula_guard: bool | None) -> tuple[ExportSpec, ExportQuery]:
+    guard = app.settings.csv_formula_guard if formula_guard is None else formula_guard
+    try:
+        return prepare(app.catalog, resource, fmt, fields, filters, compression, guard)
+    except ExportRequestError as exc:
+        raise Problem(400, str(exc)) from exc
+
+
+def _noop() -> None:
+    pass
+
+
+class ClosingStream:
+    """A sync byte iterator for litestar's ``Stream`` that reliably releases what it reads from.
+
+    A client that goes away leaves the iteration suspended: granian keeps accepting sends,
+    litestar stops iterating (possibly while a ``next()`` still runs in the executor) and closes
+    nothing, so PostgreSQL would sit in ``ClientWrite`` holding the snapshot. Pass
+    ``background=BackgroundTask(stream.close)``: it waits for a running ``next()``, then calls
+    ``release`` (default: the iterator's own ``close``).
+    """
+
+    def __init__(self, chunks: Iterator[bytes], release: Callable[[], None] | None = None) -> None:
+        self._chunks = chunks
+        self._release: Callable[[], None] = release or getattr(chunks, "close", None) or _noop
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __iter__(self) -> ClosingStream:
+        return self
+
+    def __next__(self) -> bytes:
+        with self._lock:
+            if self._done:
+                raise StopIteration
+            try:
+                return next(self._chunks)
+            except StopIteration:
+                self._finish()
+                raise
+            except ValueError as exc:  # litestar's sync-iterator wrapper takes it for the end
+                self._finish()
+                raise RuntimeError(f"stream failed: {exc}") from exc
+            except BaseException:
+                log.exception("stream failed after the response started")
+                self._finish()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._finish()
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
+            self._release()
+
+
+class ExportController(Controller):
+    path = "/v1/exports"
+    tags = ["exports"]
+
+    @get(
+        "/",
+        sync_to_thread=True,
+        summary="Stream a table export",
+        description=(
+            "Rows of `resource` in `format`, read in Arrow batches from one snapshot and encoded "
+            "batch by batch into the response (constant memory, backpressure). Every other query "
+            "parameter is a filter declared for the resource (e.g. `role=admin`, "
+            "`created_after=2024-01-01T00:00:00Z`, `ids=a,b`). `compression=gzip` makes the body a "
+            ".gz file; otherwise `Accept-Encoding: gzip` gives `Content-Encoding: gzip`."
+        ),
+    )
+    def stream(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        resource: str = Parameter(description="users, articles or comments"),
+        fmt: str = Parameter(query="format", default="ndjson",
+                             description="csv, ndjson, json or parquet"),
+        fields: str | None = Parameter(default=None, description="comma-separated, in this order"),
+        compression: str | None = Parameter(default=None, description="gzip"),
+        formula_guard: bool | None = Parameter(
+            default=None, description="CSV: prefix cells starting with = + - @ tab CR with ' "
+                                      "(default BULKIO_CSV_FORMULA_GUARD, true)"),
+    ) -> Stream:
+        app: AppState = state.app
+        filters: dict[str, Any] = {}
+        for name in request.query_params:
+            if name not in OPTIONS:
+                values = request.query_params.getall(name)
+                filters[name] = values[0] if len(values) == 1 else ",".join(values)
+        names = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+        spec, query = _prepare(app, resource, fmt, names, filters, compression, formula_guard)
+        encode = spec.compression is None and spec.format != "parquet" and _accepts_gzip(
+            request.headers.get("accept-encoding"))
+        conn = db.connect_bulk(app.settings.database_url)
+        encoded = Encoded(export_batches(conn, query), spec.writer(),
+                          gzip=encode or spec.compression == "gzip")
+
+        def release() -> None:
+            encoded.close()
+            conn.close()
+
+        body = ClosingStream(iter(encoded), release)
+        first = next(body)  # runs the query: its errors are still a problem+json answer
+        headers = {"Content-Disposition": f'attachment; filename="{spec.file_name}"',
+                   "Vary": "Accept-Encoding"}
+        if encode:
+            headers["Content-Encoding"] = "gzip"
+        return Stream(chain([first], body), media_type=media_type(spec), headers=headers,
+                      background=BackgroundTask(body.close))
+
+    @post(
+        "/",
+        sync_to_thread=True,
+        status_code=202,
+        summary="Start an export job",
+        description=(
+            "`{resource, format, fields?, filters?, compression?, formula_guard?}` → 202 with the "
+            "job. A worker writes the file to object storage; `GET /v1/exports/{id}` then gives a "
+            "short-lived `download_url`. `Idempotency-Key` makes retries safe."
+        ),
+    )
+    def create(self, request: Request[Any, Any, Any], state: State, data: ExportJobRequest
+               ) -> Response[JobView]:
+        app: AppState = state.app
+        spec, _ = _prepare(app, data.resource, data.format, data.fields, data.filters,
+                           data.compression, data.formula_guard)
+        key = request.headers.get("idempotency-key")
+        if key is not None and not (0 < len(key) <= 200):
+            raise Problem(400, "Idempotency-Key must be 1-200 characters")
+        digest = jobs.request_hash("export", json.dumps(spec.options(), sort_keys=True))
+        base = app.settings.public_url
+        if key is not None and isinstance(app.sync(jobs.reserve_key, OWNER, key), str):
+            job = app.sync(jobs.replay, OWNER, key, digest)
+            return Response(job_view(job, base_url=base, replayed=True), status_code=202,
+                            headers={"Idempotent-Replayed": "true"})
+        try:
+            job = app.sync(jobs.create, job_id=jobs.new_job_id(), kind="export",
+                           resource=spec.resource, fmt=spec.format, mode=None, owner=OWNER,
+                           options=spec.options(), file_name=spec.file_name)
+            if key is not None:
+                app.sync(jobs.complete_key, OWNER, key, digest, job.id)
+        except BaseException:
+            if key is not None:
+                app.sync(jobs.release_key, OWNER, key)
+            raise
+        try:
+            app.doorbell.ring(job.id)
+        except Exception:  # the reconciler re-enqueues a job whose message is lost
+            log.warning("could not enqueue the export job", extra={"job_id": job.id})
+        headers = {"Location": f"/v1/exports/{job.id}"}
+        if key is not None:
+            headers["Idempotent-Replayed"] = "false"
+        return Response(job_view(job, base_url=base), status_code=202, headers=headers)
+
+    @get("/{job_id:str}", sync_to_thread=True,
+         summary="Status of an export job; when done, a fresh short-lived download_url")
+    def status(self, state: State, job_id: str) -> JobView:
+        app: AppState = state.app
+        job = app.sync(jobs.get, job_id, None, "export")
+        if job is None:
+            raise Problem(404, f"no export job {job_id}")
+        url = download_url(app, job) if job.status == "completed" and job.result_key else None
+        return job_view(job, base_url=app.settings.public_url, download_url=url,
+                        download_ttl=app.settings.download_url_ttl_seconds)
+
+
+def download_url(app: AppState, job: jobs.Job) -> str:
+    """A presigned S3 URL, or an HMAC-signed URL of ``/v1/downloads`` for other stores."""
+    ttl = app.settings.download_url_ttl_seconds
+    presigned = app.storage.presign(job.result_key, ttl)
+    if presigned is not None:
+        return presigned
+    path = f"/v1/downloads/{job.id}"
+    query = signed_query(app.signing_secret, path, ttl)
+    return f"{app.settings.public_url}{path}?{urlencode(query)}"
