@@ -51,9 +51,10 @@ def test_export(benchmark: object, recorder: Recorder, database: BenchDatabase,
         _, seconds, cpu = timed(benchmark, lambda: database.copy_out(BASELINE_QUERY, out),
                            setup=setup, rounds=ROUNDS)  # fmt: skip
         assert csv_records(out) == loaded_users
+        size = out.stat().st_size
         out.unlink()
         recorder.record("export.users.copy", seconds, rows=loaded_users, rounds=ROUNDS,
-                        bytes=out.stat().st_size, **cpu.extra())  # fmt: skip
+                        bytes=size, **cpu.extra())  # fmt: skip
         return
 
     service.set_workers(1)  # an export may also run as a job; the streamed one needs none
