@@ -16,11 +16,12 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from api.auth import authorize, principal_of
 from api.problems import Problem
 from api.schemas import ExportRequest, JobView
 from api.state import AppState
 from api.views import job_view
-from engine import db, jobs
+from engine import db, jobs, metrics
 from engine.export import (
     Encoded,
     ExportQuery,
@@ -35,7 +36,6 @@ log = logging.getLogger("bulkio.api")
 
 #: Query parameters of ``GET /v1/exports`` that are not filters.
 OPTIONS = ("resource", "format", "fields", "compression", "formula_guard")
-OWNER = "anonymous"
 
 
 class ExportJobRequest(ExportRequest, forbid_unknown_fields=True):
@@ -121,6 +121,7 @@ class ClosingStream:
 class ExportController(Controller):
     path = "/v1/exports"
     tags = ["exports"]
+    guards = [authorize]
 
     @get(
         "/",
@@ -133,6 +134,7 @@ class ExportController(Controller):
             "`created_after=2024-01-01T00:00:00Z`, `ids=a,b`). `compression=gzip` makes the body a "
             ".gz file; otherwise `Accept-Encoding: gzip` gives `Content-Encoding: gzip`."
         ),
+        opt={"scope": "exports:read"},
     )
     def stream(
         self,
@@ -164,6 +166,7 @@ class ExportController(Controller):
         def release() -> None:
             encoded.close()
             conn.close()
+            metrics.rows_exported(spec.resource, spec.format, encoded.rows)
 
         body = ClosingStream(iter(encoded), release)
         first = next(body)  # runs the query: its errors are still a problem+json answer
@@ -184,30 +187,38 @@ class ExportController(Controller):
             "job. A worker writes the file to object storage; `GET /v1/exports/{id}` then gives a "
             "short-lived `download_url`. `Idempotency-Key` makes retries safe."
         ),
+        opt={"scope": "exports:write"},
     )
     def create(self, request: Request[Any, Any, Any], state: State, data: ExportJobRequest
                ) -> Response[JobView]:
         app: AppState = state.app
+        principal = principal_of(request)
+        owner = principal.owner
         spec, _ = _prepare(app, data.resource, data.format, data.fields, data.filters,
                            data.compression, data.formula_guard)
+        limit = principal.max_running_jobs or app.settings.max_running_jobs
+        if app.sync(jobs.unfinished_for_token, principal.token_id) >= limit:
+            raise Problem(429, f"this token already has {limit} queued or running jobs",
+                          headers={"Retry-After": "5"})
         key = request.headers.get("idempotency-key")
         if key is not None and not (0 < len(key) <= 200):
             raise Problem(400, "Idempotency-Key must be 1-200 characters")
         digest = jobs.request_hash("export", json.dumps(spec.options(), sort_keys=True))
         base = app.settings.public_url
-        if key is not None and isinstance(app.sync(jobs.reserve_key, OWNER, key), str):
-            job = app.sync(jobs.replay, OWNER, key, digest)
+        if key is not None and isinstance(app.sync(jobs.reserve_key, owner, key), str):
+            job = app.sync(jobs.replay, owner, key, digest)
             return Response(job_view(job, base_url=base, replayed=True), status_code=202,
                             headers={"Idempotent-Replayed": "true"})
         try:
             job = app.sync(jobs.create, job_id=jobs.new_job_id(), kind="export",
-                           resource=spec.resource, fmt=spec.format, mode=None, owner=OWNER,
-                           options=spec.options(), file_name=spec.file_name)
+                           resource=spec.resource, fmt=spec.format, mode=None, owner=owner,
+                           options=spec.options(), file_name=spec.file_name,
+                           token_id=principal.token_id)
             if key is not None:
-                app.sync(jobs.complete_key, OWNER, key, digest, job.id)
+                app.sync(jobs.complete_key, owner, key, digest, job.id)
         except BaseException:
             if key is not None:
-                app.sync(jobs.release_key, OWNER, key)
+                app.sync(jobs.release_key, owner, key)
             raise
         try:
             app.doorbell.ring(job.id)
@@ -219,10 +230,11 @@ class ExportController(Controller):
         return Response(job_view(job, base_url=base), status_code=202, headers=headers)
 
     @get("/{job_id:str}", sync_to_thread=True,
-         summary="Status of an export job; when done, a fresh short-lived download_url")
-    def status(self, state: State, job_id: str) -> JobView:
+         summary="Status of an export job; when done, a fresh short-lived download_url",
+         opt={"scope": "exports:read"})
+    def status(self, request: Request[Any, Any, Any], state: State, job_id: str) -> JobView:
         app: AppState = state.app
-        job = app.sync(jobs.get, job_id, None, "export")
+        job = app.sync(jobs.get, job_id, principal_of(request).owner_filter(), "export")
         if job is None:
             raise Problem(404, f"no export job {job_id}")
         url = download_url(app, job) if job.status == "completed" and job.result_key else None

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from engine import db, jobs
+from engine import db, jobs, metrics
 from engine.errors import LeaseLost
 from engine.export import Encoded, ExportRequestError, export_batches, from_options
 from engine.importer import ImportContext
@@ -55,6 +55,7 @@ def run_export(ctx: ImportContext, job_id: str) -> str:
         spec, query = from_options(ctx.catalog, job.options)
     except ExportRequestError as exc:
         jobs.fail(ctx.conn, job.id, ctx.worker, str(exc))
+        metrics.job_finished("export", "failed")
         return "failed"
     key = f"exports/{job.id}/{spec.file_name}"
     began = last = time.monotonic()
@@ -78,6 +79,7 @@ def run_export(ctx: ImportContext, job_id: str) -> str:
     except _Stop as stop:
         if stop.outcome == "cancelled":
             jobs.finish(ctx.conn, job.id, ctx.worker, "cancelled")
+            metrics.job_finished("export", "cancelled")
         else:
             jobs.release(ctx.conn, job.id, ctx.worker)
         log.info("export stopped", extra={"job_id": job.id, "outcome": stop.outcome})
@@ -91,6 +93,8 @@ def run_export(ctx: ImportContext, job_id: str) -> str:
     save_progress(ctx.conn, job.id, ctx.worker, encoded.rows, encoded.bytes, s.lease_seconds)
     jobs.finish(ctx.conn, job.id, ctx.worker, "completed", result_key=key,
                 result_bytes=encoded.bytes)
+    metrics.rows_exported(spec.resource, spec.format, encoded.rows)
+    metrics.job_finished("export", "completed")
     elapsed = time.monotonic() - began
     log.info("export completed", extra={
         "job_id": job.id, "rows": encoded.rows, "bytes": encoded.bytes,

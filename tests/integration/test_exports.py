@@ -19,7 +19,7 @@ import httpx
 import polars as pl
 import psycopg
 import pytest
-from harness import Bulkio
+from harness import Bulkio, make_token
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -409,6 +409,29 @@ def test_export_job_requests_are_validated_and_idempotent(
         assert res.status_code == 400 and detail in res.json()["detail"], res.text
     assert service.client.get(f"/v1/exports/{uid('x', 1)}").status_code == 404
     assert db.execute("SELECT count(*) FROM jobs").fetchone() == (1,)
+
+
+def test_exports_need_a_token_with_the_export_scopes_and_jobs_stay_with_their_owner(
+        service: Bulkio, db: psycopg.Connection[Any], database_url: str) -> None:
+    seed(db, users=10)
+    anonymous = service.client_for(None)
+    importer = service.client_for(make_token(database_url, "imp", ["imports:write"]))
+    reader = service.client_for(make_token(database_url, "alice", ["exports:read"]))
+    alice = service.client_for(make_token(database_url, "alice", ["exports:read",
+                                                                  "exports:write"]))
+    bob = service.client_for(make_token(database_url, "bob", ["exports:read", "exports:write"]))
+    query = {"resource": "users", "fields": "id"}
+    assert anonymous.get("/v1/exports", params=query).status_code == 401
+    assert importer.get("/v1/exports", params=query).status_code == 403
+    assert reader.get("/v1/exports", params=query).status_code == 200
+    assert reader.post("/v1/exports", json={"resource": "users"}).status_code == 403
+    res = alice.post("/v1/exports", json={"resource": "users"})
+    assert res.status_code == 202, res.text
+    job = service.wait(res.json()["job_id"], kind="exports")
+    assert job["status"] == "completed"
+    assert bob.get(f"/v1/exports/{job['job_id']}").status_code == 404
+    assert alice.get(f"/v1/exports/{job['job_id']}").json()["download_url"]
+    assert anonymous.get(job["download_url"]).status_code == 200  # the signature suffices
 
 
 # ---------------------------------------------------------------- round trip (property)
