@@ -319,13 +319,16 @@ def due_for_requeue(
                WHERE status = 'running' AND lease_expires < now() AND attempts >= %s""",
             (max_attempts,),
         )
+        # FOR NO KEY UPDATE, not FOR UPDATE: a batch transaction holds FOR KEY SHARE on its job
+        # row (the job_errors foreign key) until it commits, and FOR UPDATE would skip the job
+        # of a frozen owner for as long as its transaction stays open, instead of taking it over.
         rows = conn.execute(
             """UPDATE jobs SET updated_at = now()
                WHERE id IN (
                    SELECT id FROM jobs
                    WHERE (status = 'running' AND lease_expires < now())
                       OR (status = 'queued' AND updated_at < now() - make_interval(secs => %s))
-                   ORDER BY created_at LIMIT 100 FOR UPDATE SKIP LOCKED)
+                   ORDER BY created_at LIMIT 100 FOR NO KEY UPDATE SKIP LOCKED)
                RETURNING id, kind""",
             (requeue_after,),
         ).fetchall()

@@ -65,6 +65,16 @@ class Doorbell:
         self.broker.close()
 
 
+_IDLE_TX_TIMEOUT = "SELECT set_config('idle_in_transaction_session_timeout', {}, false)"
+
+
+def idle_tx_timeout_ms(settings: Settings) -> str:
+    """Half the lease: a worker that stalls inside a transaction (frozen, partitioned) has it
+    ended by the server before its lease runs out, so its locks on the rows it wrote, on the
+    job row or on the reconciler's advisory lock cannot keep the job from the next worker."""
+    return str(max(settings.lease_seconds * 500, 1000))
+
+
 class Runtime:
     """Per-process state of a worker: settings, storage and lazily (re)opened connections."""
 
@@ -82,6 +92,15 @@ class Runtime:
             self._conn = db.connect(self.settings.database_url)
         if self._bulk is None:
             self._bulk = db.connect_bulk(self.settings.database_url)
+            cur = self._bulk.cursor()
+            try:
+                cur.execute(
+                    _IDLE_TX_TIMEOUT.format("$1"), parameters=(idle_tx_timeout_ms(self.settings),)
+                )
+                cur.fetchall()
+            finally:
+                cur.close()
+            self._bulk.commit()
         return ImportContext(
             self.settings,
             self.storage,
@@ -142,6 +161,7 @@ def reconcile_forever(settings: Settings, doorbell: Doorbell, stop: threading.Ev
         try:
             if conn is None or conn.closed:
                 conn = db.connect(settings.database_url)
+                conn.execute(_IDLE_TX_TIMEOUT.format("%s"), (idle_tx_timeout_ms(settings),))
             for job_id, _kind in jobs.due_for_requeue(
                 conn, settings.requeue_after_seconds, settings.max_attempts
             ):
