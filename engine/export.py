@@ -31,9 +31,9 @@ from engine.resources import Filter, FilterOp, Kind, Resource
 #: Formats an export can be written in.
 FORMATS = WRITERS
 COMPRESSIONS = ("gzip",)
-#: Arrow bytes per batch the ADBC driver aims at (its default is 16 MiB). Measured over HTTP with
-#: 1M users as NDJSON, peak RSS of the API worker: 16 MiB → 550-620 MB and rising, 4 MiB → 310 MB,
-#: 1 MiB → 215 MB (100K rows: 210 MB), and no slower. About 7,500 users per batch.
+#: Arrow bytes per batch the ADBC driver aims at (its default is 16 MiB). Peak RSS of the API
+#: worker streaming 1M users as NDJSON: 16 MiB → 550-620 MB and rising with each export,
+#: 4 MiB → 310 MB, 1 MiB → 215-230 MB (100K rows: 210-220 MB), and no slower. ~7,500 users a batch.
 BATCH_BYTES = 1024 * 1024
 #: zlib level for gzip output: level 1 is ~3x faster than 6 for ~10% larger files.
 GZIP_LEVEL = 1

@@ -15,6 +15,7 @@ from engine import db, jobs, metrics
 from engine.errors import LeaseLost
 from engine.export import Encoded, ExportRequestError, export_batches, from_options
 from engine.importer import ImportContext
+from engine.prefetch import prefetch
 
 log = logging.getLogger("bulkio.export")
 
@@ -64,7 +65,8 @@ def run_export(ctx: ImportContext, job_id: str) -> str:
     save_progress(ctx.conn, job.id, ctx.worker, 0, 0, s.lease_seconds)
     # A connection of its own: an export left mid-COPY cannot be reused (see export_batches).
     bulk = db.connect_bulk(s.database_url)
-    encoded = Encoded(export_batches(bulk, query), spec.writer(), gzip=spec.compression == "gzip")
+    encoded = Encoded(prefetch(export_batches(bulk, query)), spec.writer(),
+                      gzip=spec.compression == "gzip")
     try:
         with ctx.storage.writer(key) as out:
             for chunk in encoded:
