@@ -105,7 +105,7 @@ class ClosingStream:
                 self._finish()
                 raise RuntimeError(f"stream failed: {exc}") from exc
             except BaseException:
-                log.exception("stream failed after the response started")
+                log.exception("export stream failed")
                 self._finish()
                 raise
 
