@@ -1,4 +1,4 @@
-"""``bulkio`` command line: migrate, worker, reconcile-once."""
+"""``bulkio`` command line: migrate, worker, token, cleanup."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 from engine import db
 from engine.logs import setup_logging
-from engine.settings import load_settings
+from engine.settings import Settings, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     revoke = tsub.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("token_id")
     tsub.add_parser("list", help="list tokens (never their secrets)")
+    clean = sub.add_parser(
+        "cleanup", help="delete finished jobs past retention, with their files and reports"
+    )
+    clean.add_argument(
+        "--older-than-days",
+        type=float,
+        default=None,
+        help="delete jobs finished more than this many days ago (default: BULKIO_RETENTION_DAYS)",
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     setup_logging(settings.log_level)
@@ -39,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "token":
         return _token(args, settings.database_url)
+    if args.command == "cleanup":
+        return _cleanup(args, settings)
     if args.command == "worker":
         from engine.worker import run_worker
 
@@ -46,6 +57,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from engine.retention import cleanup
+    from engine.storage import open_storage
+
+    days = settings.retention_days if args.older_than_days is None else args.older_than_days
+    if args.older_than_days is None and days <= 0:
+        print("retention is off (BULKIO_RETENTION_DAYS=0): nothing deleted")
+        return 0
+    if days < 0:
+        print("error: --older-than-days must not be negative", file=sys.stderr)
+        return 2
+    with db.connect(settings.database_url) as conn:
+        report = cleanup(conn, open_storage(settings), timedelta(days=days))
+    print(
+        f"deleted {report.jobs} jobs finished more than {days:g} days ago, "
+        f"{report.objects} of their stored objects, {report.orphans} orphaned objects and "
+        f"{report.idempotency_keys} abandoned idempotency keys"
+    )
+    return 0
 
 
 def _token(args: argparse.Namespace, url: str) -> int:

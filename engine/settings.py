@@ -45,6 +45,9 @@ class Settings:
     requeue_after_seconds: int = 30
     #: Attempts (claims) of one job before it is failed for good.
     max_attempts: int = 3
+    #: Days a finished job is kept with its uploaded file, error report and export result; then
+    #: workers delete them (hourly check; ``bulkio cleanup`` runs it at once). 0 keeps them.
+    retention_days: int = 7
     #: Number of errors shown inline in a job's status.
     inline_errors: int = 20
     queue_name: str = "bulkio"

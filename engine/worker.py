@@ -21,7 +21,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AgeLimit, Retries, TimeLimit
 
-from engine import db, jobs, metrics
+from engine import db, jobs, metrics, retention
 from engine.importer import ImportContext, run_import
 from engine.resources import catalog
 from engine.settings import Settings
@@ -196,6 +196,12 @@ def run_worker(settings: Settings) -> None:
         target=reconcile_forever, args=(settings, doorbell, stop), name="reconciler", daemon=True
     )
     reconciler.start()
+    threading.Thread(
+        target=retention.cleanup_forever,
+        args=(settings, runtime.storage, stop),
+        name="retention",
+        daemon=True,
+    ).start()
     log.info("worker ready", extra={"worker": runtime.worker_id, "queue": settings.queue_name})
     while not stop.wait(0.5):
         pass

@@ -1,0 +1,185 @@
+"""Retention: finished jobs older than the retention period are deleted with all they own.
+
+A job owns its uploaded file (``imports/<id>/…``), its export result (``exports/<id>/…``, named by
+``result_key``), its error rows (``job_errors``), its idempotency key and, for validate_only
+imports, its ``job_keys``. Only finished jobs (completed, failed, cancelled) are deleted, counted
+from ``finished_at``; queued and running jobs are never touched, however old.
+
+Objects go first, then rows, without a transaction held open in between (deleting objects can
+take long on S3): a run that dies half way leaves rows whose objects may be gone, and the next run
+deletes them again (a missing object is not an error). A finished job never changes again, so
+concurrent runs (a worker's hourly run, ``bulkio cleanup``) at worst delete the same thing twice.
+
+Two leftovers without a job are swept too: objects under ``imports/`` or ``exports/`` whose job
+row does not exist (the API died between storing an upload and creating its job), and
+idempotency keys reserved by a request that never created a job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import obstore
+import psycopg
+
+from engine import db
+from engine.jobs import TERMINAL
+from engine.settings import Settings
+from engine.storage import Storage
+
+log = logging.getLogger("bulkio.retention")
+
+#: Jobs deleted per round (one listing per object prefix, then one DELETE statement).
+CHUNK = 200
+#: Object prefixes whose second path segment is the owning job's id.
+JOB_PREFIXES = ("imports", "exports")
+#: An object without a job is swept only when older than this, whatever the retention: an upload
+#: still streaming in has no job row yet.
+ORPHAN_MIN_AGE = timedelta(days=1)
+#: How often each worker runs the cleanup (one worker at a time does the work).
+CLEANUP_EVERY_SECONDS = 3600
+#: Arbitrary key of the advisory lock that lets one worker at a time run the periodic cleanup.
+CLEANUP_LOCK = 0x72657465
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupReport:
+    #: finished jobs deleted (with their error rows, idempotency keys and job_keys)
+    jobs: int = 0
+    #: stored objects of those jobs deleted
+    objects: int = 0
+    #: stored objects deleted because their job no longer exists
+    orphans: int = 0
+    #: idempotency keys deleted whose request never created a job
+    idempotency_keys: int = 0
+
+
+def cleanup(
+    conn: psycopg.Connection[Any],
+    storage: Storage,
+    older_than: timedelta,
+    *,
+    now: datetime | None = None,
+) -> CleanupReport:
+    """Delete finished jobs whose ``finished_at`` is more than ``older_than`` ago, with their
+    objects and rows, then the leftovers described in the module docstring."""
+    if older_than < timedelta(0):
+        raise ValueError("older_than must not be negative")
+    cutoff = (now or datetime.now(UTC)) - older_than
+    jobs = objects = 0
+    while True:
+        rows = conn.execute(
+            "SELECT id::text, object_key, result_key FROM jobs "
+            "WHERE status = ANY(%s) AND finished_at < %s ORDER BY finished_at LIMIT %s",
+            (list(TERMINAL), cutoff, CHUNK),
+        ).fetchall()
+        if not rows:
+            break
+        ids = [r[0] for r in rows]
+        keys = {k for r in rows for k in r[1:] if k}
+        for job_id in ids:
+            keys.update(_job_objects(storage, job_id))
+        for key in sorted(keys):
+            storage.delete(key)
+        _remove_empty_dirs(storage, ids)
+        objects += len(keys)
+        with conn.transaction():
+            conn.execute("DELETE FROM job_keys WHERE job_id = ANY(%s::uuid[])", (ids,))
+            # job_errors and idempotency_keys go with their job (ON DELETE CASCADE)
+            jobs += conn.execute(
+                "DELETE FROM jobs WHERE id = ANY(%s::uuid[]) AND status = ANY(%s)",
+                (ids, list(TERMINAL)),
+            ).rowcount
+    orphans = _sweep_orphans(conn, storage, min(cutoff, datetime.now(UTC) - ORPHAN_MIN_AGE))
+    keys_deleted = conn.execute(
+        "DELETE FROM idempotency_keys WHERE job_id IS NULL AND created_at < %s", (cutoff,)
+    ).rowcount
+    report = CleanupReport(jobs, objects, orphans, keys_deleted)
+    log.info(
+        "retention cleanup done",
+        extra={"older_than_days": older_than / timedelta(days=1), **_fields(report)},
+    )
+    return report
+
+
+def _fields(report: CleanupReport) -> dict[str, int]:
+    return {
+        "jobs": report.jobs,
+        "objects": report.objects,
+        "orphans": report.orphans,
+        "idempotency_keys": report.idempotency_keys,
+    }
+
+
+def _list(storage: Storage, prefix: str) -> Iterator[tuple[str, datetime]]:
+    """(path, last modified) of every object under ``prefix``."""
+    for batch in obstore.list(storage.store, prefix=prefix):
+        for meta in batch:
+            yield meta["path"], meta["last_modified"]
+
+
+def _job_objects(storage: Storage, job_id: str) -> list[str]:
+    return [path for p in JOB_PREFIXES for path, _ in _list(storage, f"{p}/{job_id}/")]
+
+
+def _remove_empty_dirs(storage: Storage, ids: list[str]) -> None:
+    """A local store keeps a job's emptied directories; remove them (best effort)."""
+    root = getattr(storage.store, "prefix", None) if storage.kind == "local" else None
+    if root is None:
+        return
+    for job_id in ids:
+        for prefix in JOB_PREFIXES:
+            with contextlib.suppress(OSError):
+                os.rmdir(Path(root) / prefix / job_id)
+
+
+def _sweep_orphans(conn: psycopg.Connection[Any], storage: Storage, cutoff: datetime) -> int:
+    old: dict[str, list[str]] = {}
+    for prefix in JOB_PREFIXES:
+        for path, modified in _list(storage, f"{prefix}/"):
+            parts = path.split("/")
+            if len(parts) >= 3 and modified < cutoff:
+                old.setdefault(parts[1], []).append(path)
+    if not old:
+        return 0
+    candidates = list(old)
+    known: set[str] = set()
+    for start in range(0, len(candidates), 1000):
+        chunk = candidates[start : start + 1000]
+        known.update(
+            r[0]
+            for r in conn.execute(
+                "SELECT id::text FROM jobs WHERE id::text = ANY(%s)", (chunk,)
+            ).fetchall()
+        )
+    gone = [job_id for job_id in candidates if job_id not in known]
+    for job_id in gone:
+        for key in old[job_id]:
+            storage.delete(key)
+    _remove_empty_dirs(storage, gone)
+    return sum(len(old[job_id]) for job_id in gone)
+
+
+def cleanup_forever(settings: Settings, storage: Storage, stop: threading.Event) -> None:
+    """A worker's periodic cleanup: every CLEANUP_EVERY_SECONDS, starting at once, in the one
+    worker that gets the advisory lock. Does nothing when ``retention_days`` is 0."""
+    if settings.retention_days <= 0:
+        return
+    while True:
+        try:
+            with db.connect(settings.database_url) as conn:
+                got = conn.execute("SELECT pg_try_advisory_lock(%s)", (CLEANUP_LOCK,)).fetchone()
+                if got and got[0]:
+                    cleanup(conn, storage, timedelta(days=settings.retention_days))
+        except Exception:
+            log.warning("retention cleanup failed; it runs again later", exc_info=True)
+        if stop.wait(CLEANUP_EVERY_SECONDS):
+            return

@@ -1,0 +1,225 @@
+"""Retention: finished jobs past ``retention_days`` are deleted with their stored objects, error
+rows, idempotency keys and job_keys; queued, running and recent jobs stay (engine/retention.py,
+``bulkio cleanup``, and the workers' periodic run)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from datafiles import make
+from harness import ROOT, Bulkio
+
+from engine import jobs
+from engine.retention import CleanupReport, cleanup
+from engine.settings import load_settings
+from engine.storage import Storage, open_storage
+
+pytestmark = pytest.mark.integration
+
+OLD = "now() - interval '10 days'"
+RETENTION = timedelta(days=7)
+
+
+@pytest.fixture
+def storage(service: Bulkio) -> Storage:
+    return open_storage(load_settings(service.env))
+
+
+@pytest.fixture
+def objects_dir(service: Bulkio) -> Path:
+    url = service.env["BULKIO_STORAGE_URL"]
+    assert url.startswith("file://")
+    return Path(url.removeprefix("file://"))
+
+
+@pytest.fixture
+def no_workers(service: Bulkio) -> Iterator[Bulkio]:
+    """Jobs stay exactly as the test leaves them (the fixture restores a worker afterwards)."""
+    for w in service.workers:
+        w.stop()
+    service.workers.clear()
+    yield service
+
+
+def _import(service: Bulkio, data: Path | bytes, **kw: Any) -> str:
+    if isinstance(data, Path):
+        res = service.upload(data, "users", **kw)
+    else:
+        res = service.upload(None, "users", data=data, filename="u.csv", **kw)
+    assert res.status_code == 202, res.text
+    job_id = str(res.json()["job_id"])
+    service.wait(job_id)
+    return job_id
+
+
+def _finished_long_ago(db: psycopg.Connection[Any], job_id: str, status: str | None = None) -> None:
+    db.execute(
+        f"UPDATE jobs SET finished_at = {OLD}, created_at = {OLD} - interval '1 hour', "
+        "status = coalesce(%s, status) WHERE id = %s",
+        (status, job_id),
+    )
+
+
+def _count(db: psycopg.Connection[Any], sql: str, *params: Any) -> int:
+    row = db.execute(sql, params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _export_job(db: psycopg.Connection[Any], storage: Storage, status: str, result: bool) -> str:
+    """An export job row with an object under exports/<id>/ (its result, or a partial file)."""
+    job_id = jobs.new_job_id()
+    jobs.create(db, job_id=job_id, kind="export", resource="users", fmt="csv", mode=None,
+                owner="tester")  # fmt: skip
+    key = f"exports/{job_id}/" + ("users.csv" if result else "users.csv.part")
+    storage.put(key, b"id,email\n")
+    db.execute(
+        f"UPDATE jobs SET status = %s, finished_at = {OLD}, result_key = %s WHERE id = %s",
+        (status, key if result else None, job_id),
+    )
+    return job_id
+
+
+def test_cleanup_deletes_finished_jobs_past_retention_with_everything_they_own(
+    service: Bulkio,
+    db: psycopg.Connection[Any],
+    datadir: Path,
+    storage: Storage,
+    objects_dir: Path,
+) -> None:
+    path, expected = make(datadir, "users", "csv", 300, seed=5)
+    # old and finished: completed (with an Idempotency-Key), failed, cancelled, validate_only
+    completed = _import(service, path, key="retention-key")
+    failed = _import(service, b"nope,header\n1,2\n")
+    cancelled = _import(service, make(datadir, "users", "csv", 300, seed=6)[0])
+    validated = _import(service, path, mode="validate_only")
+    assert _count(db, "SELECT count(*) FROM job_keys WHERE job_id = %s", validated) > 0
+    assert service.client.get(f"/v1/jobs/{failed}").json()["status"] == "failed"
+    recent = _import(service, make(datadir, "users", "csv", 300, seed=7)[0])
+    for w in service.workers:  # from here on, rows change only by the test and the cleanup
+        w.stop()
+    service.workers.clear()
+    for job_id in (completed, failed, validated):
+        _finished_long_ago(db, job_id)
+    _finished_long_ago(db, cancelled, "cancelled")
+    export_done = _export_job(db, storage, "completed", result=True)
+    export_failed = _export_job(db, storage, "failed", result=False)
+    # old but unfinished: never touched
+    queued = service.upload(path, "users").json()["job_id"]
+    running = service.upload(path, "users").json()["job_id"]
+    db.execute(f"UPDATE jobs SET created_at = {OLD}, updated_at = {OLD} WHERE id = %s", (queued,))
+    db.execute(
+        f"UPDATE jobs SET status = 'running', created_at = {OLD}, started_at = {OLD}, "
+        "lease_owner = 'somewhere:1:x', lease_expires = now() + interval '1 hour' WHERE id = %s",
+        (running,),
+    )
+    # leftovers: an old and a recent upload without a job, an abandoned idempotency key
+    orphan_old, orphan_new = str(uuid.uuid4()), str(uuid.uuid4())
+    for orphan in (orphan_old, orphan_new):
+        storage.put(f"imports/{orphan}/source", b"id\n")
+    long_ago = time.time() - 10 * 86400
+    os.utime(objects_dir / "imports" / orphan_old / "source", (long_ago, long_ago))
+    db.execute(
+        "INSERT INTO idempotency_keys (owner, key, created_at) VALUES "
+        f"('tester', 'abandoned', {OLD}), ('tester', 'in-flight', now())"
+    )
+
+    gone = [completed, failed, cancelled, validated, export_done, export_failed]
+    kept = [recent, queued, running]
+    for job_id in [completed, cancelled, validated, recent, queued, running]:
+        assert (objects_dir / "imports" / job_id / "source").is_file()
+    errors_before = _count(
+        db, "SELECT count(*) FROM job_errors WHERE job_id = ANY(%s::uuid[])", gone
+    )
+    assert errors_before >= 3 * expected.failed
+    kept_errors = _count(db, "SELECT count(*) FROM job_errors WHERE job_id = %s", recent)
+    assert kept_errors > 0
+
+    report = cleanup(db, storage, RETENTION)
+
+    # failed has its upload; the two exports one object each
+    assert report == CleanupReport(jobs=6, objects=6, orphans=1, idempotency_keys=1)
+    assert _count(db, "SELECT count(*) FROM jobs WHERE id = ANY(%s::uuid[])", gone) == 0
+    assert _count(db, "SELECT count(*) FROM job_errors WHERE job_id = ANY(%s::uuid[])", gone) == 0
+    assert _count(db, "SELECT count(*) FROM job_keys WHERE job_id = %s", validated) == 0
+    assert _count(db, "SELECT count(*) FROM idempotency_keys WHERE key = 'retention-key'") == 0
+    assert _count(db, "SELECT count(*) FROM idempotency_keys WHERE key = 'abandoned'") == 0
+    assert _count(db, "SELECT count(*) FROM idempotency_keys WHERE key = 'in-flight'") == 1
+    for job_id in [*gone, orphan_old]:
+        for prefix in ("imports", "exports"):
+            assert not (objects_dir / prefix / job_id).exists(), (prefix, job_id)
+    assert _count(db, "SELECT count(*) FROM jobs WHERE id = ANY(%s::uuid[])", kept) == 3
+    assert _count(db, "SELECT count(*) FROM job_errors WHERE job_id = %s", recent) == kept_errors
+    for job_id in [*kept, orphan_new]:
+        assert (objects_dir / "imports" / job_id / "source").is_file()
+    assert service.client.get(f"/v1/jobs/{completed}").status_code == 404
+    assert service.client.get(f"/v1/jobs/{recent}").json()["status"] == "completed"
+
+    # a second run finds nothing; a new request may reuse the deleted job's Idempotency-Key
+    assert cleanup(db, storage, RETENTION) == CleanupReport()
+    res = service.upload(path, "users", key="retention-key")
+    assert res.status_code == 202 and res.headers["Idempotent-Replayed"] == "false", res.text
+
+
+def _cli(service: Bulkio, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", "cleanup", *args],
+        env={**service.env, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_cleanup_uses_the_setting_or_the_flag(
+    no_workers: Bulkio, db: psycopg.Connection[Any], storage: Storage, objects_dir: Path
+) -> None:
+    service = no_workers
+    old = _export_job(db, storage, "completed", result=True)
+    new = _export_job(db, storage, "cancelled", result=True)
+    db.execute("UPDATE jobs SET finished_at = now() - interval '2 days' WHERE id = %s", (new,))
+    queued = service.upload(None, "users", data=b"id\n", filename="u.csv").json()["job_id"]
+
+    off = _cli(service, BULKIO_RETENTION_DAYS="0")
+    assert off.returncode == 0 and "retention is off" in off.stdout, off
+    assert _count(db, "SELECT count(*) FROM jobs") == 3
+
+    default = _cli(service)  # BULKIO_RETENTION_DAYS defaults to 7
+    assert default.returncode == 0, default.stderr
+    assert "deleted 1 jobs" in default.stdout and "1 of their stored objects" in default.stdout
+    assert not (objects_dir / "exports" / old).exists()
+    assert (objects_dir / "exports" / new).is_dir()
+
+    flag = _cli(service, "--older-than-days", "1")
+    assert flag.returncode == 0 and "deleted 1 jobs" in flag.stdout, flag
+    assert not (objects_dir / "exports" / new).exists()
+    assert [r[0] for r in db.execute("SELECT id::text FROM jobs")] == [queued]
+    assert _cli(service, "--older-than-days", "-1").returncode == 2
+
+
+def test_workers_apply_the_retention_on_their_own(
+    no_workers: Bulkio, db: psycopg.Connection[Any], storage: Storage, objects_dir: Path
+) -> None:
+    """A worker runs the cleanup when it starts (then hourly): an expired job disappears."""
+    service = no_workers
+    old = _export_job(db, storage, "completed", result=True)
+    keep = _export_job(db, storage, "completed", result=True)
+    db.execute("UPDATE jobs SET finished_at = now() WHERE id = %s", (keep,))
+    worker = service.start_worker()
+    deadline = time.monotonic() + 90
+    while _count(db, "SELECT count(*) FROM jobs WHERE id = %s", old):
+        assert time.monotonic() < deadline, worker.tail()
+        time.sleep(0.2)
+    assert not (objects_dir / "exports" / old).exists()
+    assert (objects_dir / "exports" / keep).is_dir()
+    assert _count(db, "SELECT count(*) FROM jobs WHERE id = %s", keep) == 1
