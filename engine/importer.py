@@ -60,6 +60,7 @@ def run_import(ctx: ImportContext, job_id: str) -> str:
             resource.column_names,
             resource.required_columns,
             batch_rows=s.batch_rows,
+            batch_bytes=s.batch_bytes,
             max_record_bytes=s.max_record_bytes,
             max_decompressed_bytes=s.max_decompressed_bytes,
             start=start,

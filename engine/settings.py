@@ -30,6 +30,9 @@ class Settings:
     public_url: str = "http://127.0.0.1:8000"
     #: Records per Arrow batch (one transaction each). Chosen by measurement, see README.
     batch_rows: int = 50_000
+    #: ...or fewer, when their decoded bytes pass this: wide records (400-character article
+    #: bodies) keep a worker's memory bounded.
+    batch_bytes: int = 8 * 1024 * 1024
     #: Cap on decompressed bytes of one uploaded file (gzip bombs fail the job cleanly).
     max_decompressed_bytes: int = 20 * 1024**3
     #: Cap on the uploaded (compressed) body; larger uploads get 413.

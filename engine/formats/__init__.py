@@ -248,8 +248,10 @@ def read_batches(
     max_decompressed_bytes: int,
     start: Position | None = None,
     header_out: list[Header] | None = None,
+    batch_bytes: int = 1 << 62,
 ) -> Iterator[Batch]:
-    """Yield batches of ``batch_rows`` records from ``start`` (default: the beginning)."""
+    """Yield batches of ``batch_rows`` records (fewer when they pass ``batch_bytes`` decoded
+    bytes) from ``start`` (default: the beginning)."""
     stream = _Stream(decoded(chunks, max_decompressed_bytes))
     framer: Framer
     if fmt == "csv":
@@ -280,6 +282,7 @@ def read_batches(
         offset=pos.offset,
         lines_before=pos.lines,
         first_index=pos.batch,
+        batch_bytes=batch_bytes,
     ):
         _check_utf8(block.data, block.offset, block.lines_before)
         parsed = _parse(block, fmt, header, columns, row)

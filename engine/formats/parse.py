@@ -15,8 +15,17 @@ import numpy as np
 import polars as pl
 
 from engine.error_rows import empty_errors, malformed
-from engine.formats.framing import NL, QUOTE, Block, as_array, real_quotes
-from engine.formats.records import Layout, layout
+from engine.formats.framing import (
+    _WS,
+    NL,
+    QUOTE,
+    Block,
+    as_array,
+    nesting,
+    real_quotes,
+    running_parity,
+)
+from engine.formats.records import Layout, first_solid, last_solid, layout
 
 ROW = "__row"
 LINE = "__line"
@@ -46,6 +55,11 @@ class Parsed:
     errors: pl.DataFrame
     #: rows (non-blank records) in this block, malformed ones included
     rows: int
+
+
+#: Bytes around a JSON record that are not part of it: whitespace and the array's commas.
+_JSON_GAP = _WS.copy()
+_JSON_GAP[0x2C] = True
 
 
 def _numbered(frame: pl.DataFrame, rows: np.ndarray, lines: np.ndarray) -> pl.DataFrame:
@@ -138,7 +152,7 @@ def shown(value: str) -> str:
 def csv_fields_per_record(block: Block, geo: Layout) -> np.ndarray:
     """Number of fields of each record: commas outside quotes, plus one."""
     arr = as_array(block.data)
-    outside = (np.cumsum(arr == QUOTE, dtype=np.int64) & 1) == 0
+    outside = ~running_parity(arr == QUOTE)
     commas = np.flatnonzero((arr == 0x2C) & outside)
     owner = np.searchsorted(geo.ends, commas, side="right")
     return np.bincount(owner, minlength=len(geo.ends))[: len(geo.ends)] + 1
@@ -277,11 +291,11 @@ def _json_lines(block: Block) -> bytes:
     """Rewrite a JSON-array block as NDJSON: depth-1 commas become newlines, newlines spaces."""
     arr = as_array(block.data).copy()
     quotes = real_quotes(arr)
-    inside = (np.cumsum(quotes, dtype=np.int64) & 1).astype(bool)
+    inside = running_parity(quotes)
     outside = ~inside & ~quotes
     opens = outside & ((arr == 0x7B) | (arr == 0x5B))
     closes = outside & ((arr == 0x7D) | (arr == 0x5D))
-    depth = 1 + np.cumsum(opens.astype(np.int64) - closes.astype(np.int64))
+    depth = nesting(opens, closes, 1)
     separators = outside & (arr == 0x2C) & (depth == 1)
     arr[arr == NL] = 0x20
     arr[separators] = NL
@@ -291,11 +305,11 @@ def _json_lines(block: Block) -> bytes:
 def _json_shape(record: np.ndarray) -> tuple[int, int]:
     """(deepest nesting, members of the top-level value) of one JSON record's bytes."""
     quotes = real_quotes(record)
-    inside = (np.cumsum(quotes, dtype=np.int64) & 1).astype(bool)
+    inside = running_parity(quotes)
     outside = ~inside & ~quotes
     opens = outside & ((record == 0x7B) | (record == 0x5B))
     closes = outside & ((record == 0x7D) | (record == 0x5D))
-    depth = np.cumsum(opens.astype(np.int64) - closes.astype(np.int64))
+    depth = nesting(opens, closes)
     deepest = int(depth.max()) if len(depth) else 0
     return deepest, int(np.count_nonzero(outside & (record == 0x2C) & (depth == 1))) + 1
 
@@ -348,15 +362,13 @@ def parse_json_lines(
     solid = ~geo.blank
     rows = first_row + np.cumsum(solid) - 1
     # Cheap vectorised pre-check: a record must start with '{' and end with '}'.
-    ws = np.isin(arr, np.frombuffer(b" \t\r\n,", dtype=np.uint8))
-    solid_pos = np.flatnonzero(~ws)
-    shaped = solid.copy()
-    if len(solid_pos):
-        first_idx = np.minimum(np.searchsorted(solid_pos, geo.starts), len(solid_pos) - 1)
-        last_idx = np.clip(np.searchsorted(solid_pos, geo.ends) - 1, 0, len(solid_pos) - 1)
-        shaped &= (arr[solid_pos[first_idx]] == 0x7B) & (arr[solid_pos[last_idx]] == 0x7D)
-    else:
-        shaped[:] = False
+    first = first_solid(arr, geo.starts, geo.ends, _JSON_GAP)
+    last = last_solid(arr, geo.starts, geo.ends, _JSON_GAP)
+    inside = (first < geo.ends) & (last >= geo.starts) & (last >= 0)
+    n = max(len(arr) - 1, 0)
+    shaped = solid & inside
+    if len(arr):
+        shaped &= (arr[np.minimum(first, n)] == 0x7B) & (arr[np.clip(last, 0, n)] == 0x7D)
     limits = _json_limits(arr, geo, shaped)
     if limits:
         shaped[list(limits)] = False

@@ -208,3 +208,33 @@ def test_corrupt_or_truncated_gzip_is_a_file_error(data):
 def test_concatenated_gzip_members_are_read_whole():
     data = gzip.compress(b'{"id":"1"}\n') + gzip.compress(b'{"id":"2"}\n')
     assert [r["id"] for r in rows_of(read(data, "ndjson", chunk=5))] == ["1", "2"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(chunk=st.integers(1, 500), batch_bytes=st.integers(1, 400))
+def test_byte_bounded_batches_are_deterministic_and_resumable(chunk, batch_bytes):
+    data = _csv(80)
+
+    def run(start=None, size=chunk):
+        chunks = [data[i : i + size] for i in range(0, len(data), size)]
+        return list(
+            read_batches(
+                chunks,
+                "csv",
+                COLS,
+                ["id"],
+                batch_rows=10,
+                batch_bytes=batch_bytes,
+                max_record_bytes=4096,
+                max_decompressed_bytes=10**9,
+                start=start,
+            )
+        )
+
+    reference = run(size=len(data))
+    got = run()
+    assert [b.after for b in got] == [b.after for b in reference]
+    assert sum(b.rows for b in got) == 80
+    assert all(b.rows <= 10 for b in got)
+    for k, batch in enumerate(reference[:-1]):
+        assert [b.after for b in run(start=batch.after)] == [b.after for b in reference[k + 1 :]]
