@@ -54,6 +54,15 @@ class _Upload:
             pass
 
 
+def clean_file_name(name: str | None) -> str | None:
+    """A client's file name, kept only as a label: control characters dropped, length capped.
+    It is never used as a path (objects are stored under the job's id)."""
+    if name is None:
+        return None
+    cleaned = "".join(ch for ch in name if ch.isprintable())[:255]
+    return cleaned or None
+
+
 async def _small(chunks: AsyncIterator[bytes], name: str) -> str:
     data = b""
     async for chunk in chunks:
@@ -108,7 +117,7 @@ class ImportController(Controller):
             for k, v in request.query_params.items()
             if k in ("resource", "format", "mode", "filename")
         }
-        file_name: str | None = fields.pop("filename", None)
+        file_name = clean_file_name(fields.pop("filename", None))
         got_file = False
         stored = False
         try:
@@ -119,7 +128,7 @@ class ImportController(Controller):
                     async for part, data in form.parts():
                         if part.name == "file" and not got_file:
                             got_file = True
-                            file_name = part.filename or file_name
+                            file_name = clean_file_name(part.filename) or file_name
                             if stored_hash is None:
                                 await app.storage.put_stream(object_key, upload.tap(data))
                                 stored = True

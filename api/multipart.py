@@ -29,7 +29,10 @@ def boundary_of(content_type: str) -> bytes:
     kind, params = parse_options_header(content_type)
     if kind != b"multipart/form-data" or b"boundary" not in params:
         raise MultipartError("expected multipart/form-data with a boundary")
-    return params[b"boundary"]
+    boundary = params[b"boundary"]
+    if not 1 <= len(boundary) <= 70:  # RFC 2046
+        raise MultipartError("the multipart boundary must be 1-70 characters")
+    return boundary
 
 
 class StreamingForm:
@@ -95,7 +98,12 @@ class StreamingForm:
                     field, value = b"", b""
                 elif kind == "hdone":
                     break
-            _, params = parse_options_header(headers.get("content-disposition", ""))
+            try:
+                _, params = parse_options_header(
+                    headers.get("content-disposition", "").encode("utf-8", "surrogateescape")
+                )
+            except (ValueError, UnicodeError) as exc:
+                raise MultipartError(f"unreadable Content-Disposition header: {exc}") from exc
             name = params.get(b"name", b"").decode("utf-8", "replace")
             raw_filename = params.get(b"filename")
             part = Part(

@@ -212,28 +212,29 @@ def release_key(conn: psycopg.Connection[Any], owner: str, key: str) -> None:
 def claim(
     conn: psycopg.Connection[Any], job_id: str, worker: str, lease_seconds: int, max_attempts: int
 ) -> Job | None:
-    """Take the job's lease if it is free. Fails the job when it has used up its attempts."""
+    """Take the job's lease if it is free and it has attempts left; a job whose lease is free but
+    whose attempts are used up is failed instead (``attempts`` counts claims, in PostgreSQL)."""
+    free = "(lease_expires IS NULL OR lease_expires < now() OR lease_owner = %s)"
     row = _one(
         conn,
-        """UPDATE jobs SET status = 'running', lease_owner = %s, attempts = attempts + 1,
+        f"""UPDATE jobs SET status = 'running', lease_owner = %s, attempts = attempts + 1,
                lease_expires = now() + make_interval(secs => %s),
                started_at = coalesce(started_at, now()), updated_at = now()
-           WHERE id = %s AND status IN ('queued', 'running')
-             AND (lease_expires IS NULL OR lease_expires < now() OR lease_owner = %s)
+           WHERE id = %s AND status IN ('queued', 'running') AND {free} AND attempts < %s
            RETURNING *""",
-        (worker, lease_seconds, job_id, worker),
+        (worker, lease_seconds, job_id, worker, max_attempts),
     )
-    if row is None:
-        return None
-    if row["attempts"] > max_attempts:
-        fail(
-            conn,
-            job_id,
-            worker,
-            f"gave up after {max_attempts} attempts; last error: {row['error'] or 'worker lost'}",
-        )
-        return None
-    return Job(row)
+    if row is not None:
+        return Job(row)
+    conn.execute(
+        f"""UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_expires = NULL,
+               finished_at = now(), updated_at = now(), total_records = processed,
+               error = 'gave up after ' || attempts || ' attempts; last error: '
+                       || coalesce(error, 'worker lost')
+           WHERE id = %s AND status IN ('queued', 'running') AND {free} AND attempts >= %s""",
+        (job_id, worker, max_attempts),
+    )
+    return None
 
 
 def note_error(conn: psycopg.Connection[Any], job_id: str, worker: str, message: str) -> None:

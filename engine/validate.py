@@ -101,11 +101,13 @@ def parse_tags(raw: pl.Series) -> tuple[pl.Series, pl.Series]:
     s = raw.str.strip_chars()
     is_json = s.str.starts_with("[")
     json_ok = s.str.contains(_JSON_STRING_ARRAY)
-    decoded = (
-        pl.select(pl.when(is_json & json_ok).then(s).otherwise(None))
-        .to_series()
-        .str.json_decode(pl.List(pl.String))
-    )
+    candidates = pl.select(pl.when(is_json & json_ok).then(s).otherwise(None)).to_series()
+    if candidates.str.contains(r"[\x00-\x1f]").any():
+        # NDJSON tags arrive re-serialised by polars with control characters unescaped, which
+        # its own JSON decoder then refuses: escape them again (rare, so only when present).
+        for code in range(0x20):
+            candidates = candidates.str.replace_all(chr(code), f"\\u{code:04x}", literal=True)
+    decoded = candidates.str.json_decode(pl.List(pl.String))
     piped = s.str.split("|")
     tags = pl.select(
         pl.when(s.is_null() | (s == ""))

@@ -20,6 +20,7 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AgeLimit, Retries, TimeLimit
+from polars.exceptions import PanicException
 
 from engine import db, jobs, metrics, retention
 from engine.importer import ImportContext, run_import
@@ -133,7 +134,9 @@ class Runtime:
                 from engine.exporter import run_export
 
                 run_export(ctx, job_id)
-        except Exception as exc:
+        except (Exception, PanicException) as exc:
+            # PanicException (a Rust panic in polars or the native module) derives from
+            # BaseException; it must fail this attempt like any error, not kill the worker.
             log.exception("job attempt failed; it will be retried", extra={"job_id": job_id})
             self.reset()
             try:
@@ -141,7 +144,7 @@ class Runtime:
                     jobs.note_error(conn, job_id, self.worker_id, f"{type(exc).__name__}: {exc}")
             except Exception:
                 log.warning("could not record the failure", extra={"job_id": job_id})
-            raise
+            raise  # Dramatiq's worker catches BaseException and retries (bounded)
 
 
 def declare_actor(broker: RedisBroker, runtime: Runtime) -> dramatiq.Actor[[str], None]:

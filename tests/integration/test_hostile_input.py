@@ -386,13 +386,6 @@ def test_malformed_multipart_is_a_400_problem(
     assert detail in res.json()["detail"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="API bug: a multipart boundary longer than python-multipart's 256-byte limit raises "
-    "FormParserError in StreamingForm.__init__ (api/multipart.py), outside the MultipartError "
-    "handling in api/imports.py → 500. Fix: check the length in boundary_of() (RFC 2046: 1-70 "
-    "chars) or wrap the parser's construction in MultipartError → 400.",
-)
 def test_an_overlong_multipart_boundary_is_a_400(service: Bulkio) -> None:
     body, _ = multipart([('name="file"', b"x")], boundary=b"b" * 300)
     res = service.client.post(
@@ -403,13 +396,6 @@ def test_an_overlong_multipart_boundary_is_a_400(service: Bulkio) -> None:
     assert res.status_code == 400, res.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="API bug: a part header that is not Latin-1 after UTF-8 decoding (e.g. bytes FF FE in "
-    "Content-Disposition) makes parse_options_header() raise UnicodeEncodeError in "
-    "api/multipart.py StreamingForm.parts → 500. Fix: decode part header values as latin-1 "
-    "(as field names already are), or catch the error there and raise MultipartError → 400.",
-)
 def test_a_part_header_that_is_not_latin1_is_a_400(service: Bulkio) -> None:
     body = b"--XX\r\nContent-Disposition: \xff\xfe; name=file\r\n\r\nid\n\r\n--XX--\r\n"
     res = service.client.post(
@@ -418,13 +404,6 @@ def test_a_part_header_that_is_not_latin1_is_a_400(service: Bulkio) -> None:
     assert res.status_code == 400, res.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="API bug: a client file name holding NUL (multipart filename or ?filename=) reaches "
-    "jobs.create() and PostgreSQL rejects the INSERT (text cannot hold NUL) → 500. Fix in "
-    "api/imports.py: replace NUL in file_name (e.g. with U+2400, as the engine does for "
-    "values) or answer 400 'file name must not contain NUL'.",
-)
 @pytest.mark.parametrize("via", ["multipart", "query"])
 def test_a_file_name_with_nul_is_not_a_server_error(service: Bulkio, via: str) -> None:
     if via == "multipart":
@@ -717,13 +696,6 @@ def test_an_exception_fails_the_job_after_bounded_attempts(
     assert error == "gave up after 3 attempts; last error: RuntimeError: kaboom"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/jobs.py claim(): attempts is incremented before it is compared with "
-    "max_attempts, so a job that ran 3 times and gave up shows attempts = 4 in PostgreSQL and "
-    "in the API ('gave up after 3 attempts'). Fix: only claim WHERE attempts < max_attempts and "
-    "fail the job (without incrementing) otherwise.",
-)
 def test_the_attempts_counted_in_postgresql_never_exceed_max_attempts(
     panic_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -736,16 +708,6 @@ def test_the_attempts_counted_in_postgresql_never_exceed_max_attempts(
     assert (status, attempts) == ("failed", 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/worker.py bug: Runtime.run_job catches only Exception, so a Rust panic "
-    "(pyo3_runtime.PanicException derives from BaseException) skips note_error() and reset(): "
-    "the lease stays held (another worker cannot retry until it expires), connections that may "
-    "be mid-transaction are reused, and the job ends with 'gave up after 3 attempts; last error: "
-    "worker lost' — the panic is never named. Fix: catch (Exception, PanicException) there (not "
-    "KeyboardInterrupt/SystemExit), e.g. `except BaseException as exc: if not "
-    "isinstance(exc, Exception | PanicException): raise`.",
-)
 def test_a_panic_fails_the_job_after_bounded_attempts_with_a_clear_message(
     panic_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

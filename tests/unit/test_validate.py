@@ -134,3 +134,9 @@ def test_tags_forms():
     tags, ok = parse_tags(pl.Series(['["a","b\\"c"]', "x|y", "", "[]", '["a",""]', "[broken"]))
     assert tags.to_list()[:4] == [["a", 'b"c'], ["x", "y"], [], []]
     assert ok.to_list() == [True, True, True, True, False, False]
+
+
+def test_tags_with_control_characters_decode():
+    tags, ok = parse_tags(pl.Series(['["\x14u", "a\tb"]', '["x"]']))
+    assert tags.to_list() == [["\x14u", "a\tb"], ["x"]]
+    assert ok.to_list() == [True, True]
