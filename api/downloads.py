@@ -34,8 +34,11 @@ class DownloadController(Controller):
     ) -> Stream:
         app: AppState = state.app
         if not verify_signature(app.signing_secret, f"/v1/downloads/{job_id}", expires, signature):
-            raise Problem(403, "this download URL is invalid or has expired; ask "
-                               f"GET /v1/exports/{job_id} for a fresh one")
+            raise Problem(
+                403,
+                "this download URL is invalid or has expired; ask "
+                f"GET /v1/exports/{job_id} for a fresh one",
+            )
         job = app.sync(jobs.get, job_id, None, "export")
         if job is None or job.status != "completed" or not job.result_key:
             raise Problem(404, f"export job {job_id} has no result")
@@ -47,7 +50,9 @@ class DownloadController(Controller):
         return Stream(
             chunks,
             media_type=media_type(spec),
-            headers={"Content-Disposition": f'attachment; filename="{spec.file_name}"',
-                     "Content-Length": str(job.result_bytes)},
+            headers={
+                "Content-Disposition": f'attachment; filename="{spec.file_name}"',
+                "Content-Length": str(job.result_bytes),
+            },
             background=BackgroundTask(chunks.close),
         )

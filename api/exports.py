@@ -59,9 +59,15 @@ def media_type(spec: ExportSpec) -> str:
     return spec.writer().content_type.split(";")[0]  # litestar adds "; charset=utf-8" to text/*
 
 
-def _prepare(app: AppState, resource: str | None, fmt: str | None, fields: list[str] | None,
-             filters: dict[str, Any] | None, compression: str | None,
-             formula_guard: bool | None) -> tuple[ExportSpec, ExportQuery]:
+def _prepare(
+    app: AppState,
+    resource: str | None,
+    fmt: str | None,
+    fields: list[str] | None,
+    filters: dict[str, Any] | None,
+    compression: str | None,
+    formula_guard: bool | None,
+) -> tuple[ExportSpec, ExportQuery]:
     guard = app.settings.csv_formula_guard if formula_guard is None else formula_guard
     try:
         return prepare(app.catalog, resource, fmt, fields, filters, compression, guard)
@@ -142,13 +148,16 @@ class ExportController(Controller):
         request: Request[Any, Any, Any],
         state: State,
         resource: str = Parameter(description="users, articles or comments"),
-        fmt: str = Parameter(query="format", default="ndjson",
-                             description="csv, ndjson, json or parquet"),
+        fmt: str = Parameter(
+            query="format", default="ndjson", description="csv, ndjson, json or parquet"
+        ),
         fields: str | None = Parameter(default=None, description="comma-separated, in this order"),
         compression: str | None = Parameter(default=None, description="gzip"),
         formula_guard: bool | None = Parameter(
-            default=None, description="CSV: prefix cells starting with = + - @ tab CR with ' "
-                                      "(default BULKIO_CSV_FORMULA_GUARD, true)"),
+            default=None,
+            description="CSV: prefix cells starting with = + - @ tab CR with ' "
+            "(default BULKIO_CSV_FORMULA_GUARD, true)",
+        ),
     ) -> Stream:
         app: AppState = state.app
         filters: dict[str, Any] = {}
@@ -158,12 +167,18 @@ class ExportController(Controller):
                 filters[name] = values[0] if len(values) == 1 else ",".join(values)
         names = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
         spec, query = _prepare(app, resource, fmt, names, filters, compression, formula_guard)
-        encode = spec.compression is None and spec.format != "parquet" and _accepts_gzip(
-            request.headers.get("accept-encoding"))
+        encode = (
+            spec.compression is None
+            and spec.format != "parquet"
+            and _accepts_gzip(request.headers.get("accept-encoding"))
+        )
         conn = db.connect_bulk(app.settings.database_url)
         # Reading batch N+1 (ADBC) overlaps encoding batch N: ~25% faster, one batch more memory.
-        encoded = Encoded(prefetch(export_batches(conn, query)), spec.writer(),
-                          gzip=encode or spec.compression == "gzip")
+        encoded = Encoded(
+            prefetch(export_batches(conn, query)),
+            spec.writer(),
+            gzip=encode or spec.compression == "gzip",
+        )
 
         def release() -> None:
             encoded.close()
@@ -172,12 +187,18 @@ class ExportController(Controller):
 
         body = ClosingStream(iter(encoded), release)
         first = next(body)  # runs the query: its errors are still a problem+json answer
-        headers = {"Content-Disposition": f'attachment; filename="{spec.file_name}"',
-                   "Vary": "Accept-Encoding"}
+        headers = {
+            "Content-Disposition": f'attachment; filename="{spec.file_name}"',
+            "Vary": "Accept-Encoding",
+        }
         if encode:
             headers["Content-Encoding"] = "gzip"
-        return Stream(chain([first], body), media_type=media_type(spec), headers=headers,
-                      background=BackgroundTask(body.close))
+        return Stream(
+            chain([first], body),
+            media_type=media_type(spec),
+            headers=headers,
+            background=BackgroundTask(body.close),
+        )
 
     @post(
         "/",
@@ -191,17 +212,28 @@ class ExportController(Controller):
         ),
         opt={"scope": "exports:write"},
     )
-    def create(self, request: Request[Any, Any, Any], state: State, data: ExportJobRequest
-               ) -> Response[JobView]:
+    def create(
+        self, request: Request[Any, Any, Any], state: State, data: ExportJobRequest
+    ) -> Response[JobView]:
         app: AppState = state.app
         principal = principal_of(request)
         owner = principal.owner
-        spec, _ = _prepare(app, data.resource, data.format, data.fields, data.filters,
-                           data.compression, data.formula_guard)
+        spec, _ = _prepare(
+            app,
+            data.resource,
+            data.format,
+            data.fields,
+            data.filters,
+            data.compression,
+            data.formula_guard,
+        )
         limit = principal.max_running_jobs or app.settings.max_running_jobs
         if app.sync(jobs.unfinished_for_token, principal.token_id) >= limit:
-            raise Problem(429, f"this token already has {limit} queued or running jobs",
-                          headers={"Retry-After": "5"})
+            raise Problem(
+                429,
+                f"this token already has {limit} queued or running jobs",
+                headers={"Retry-After": "5"},
+            )
         key = request.headers.get("idempotency-key")
         if key is not None and not (0 < len(key) <= 200):
             raise Problem(400, "Idempotency-Key must be 1-200 characters")
@@ -209,13 +241,24 @@ class ExportController(Controller):
         base = app.settings.public_url
         if key is not None and isinstance(app.sync(jobs.reserve_key, owner, key), str):
             job = app.sync(jobs.replay, owner, key, digest)
-            return Response(job_view(job, base_url=base, replayed=True), status_code=202,
-                            headers={"Idempotent-Replayed": "true"})
+            return Response(
+                job_view(job, base_url=base, replayed=True),
+                status_code=202,
+                headers={"Idempotent-Replayed": "true"},
+            )
         try:
-            job = app.sync(jobs.create, job_id=jobs.new_job_id(), kind="export",
-                           resource=spec.resource, fmt=spec.format, mode=None, owner=owner,
-                           options=spec.options(), file_name=spec.file_name,
-                           token_id=principal.token_id)
+            job = app.sync(
+                jobs.create,
+                job_id=jobs.new_job_id(),
+                kind="export",
+                resource=spec.resource,
+                fmt=spec.format,
+                mode=None,
+                owner=owner,
+                options=spec.options(),
+                file_name=spec.file_name,
+                token_id=principal.token_id,
+            )
             if key is not None:
                 app.sync(jobs.complete_key, owner, key, digest, job.id)
         except BaseException:
@@ -231,17 +274,24 @@ class ExportController(Controller):
             headers["Idempotent-Replayed"] = "false"
         return Response(job_view(job, base_url=base), status_code=202, headers=headers)
 
-    @get("/{job_id:str}", sync_to_thread=True,
-         summary="Status of an export job; when done, a fresh short-lived download_url",
-         opt={"scope": "exports:read"})
+    @get(
+        "/{job_id:str}",
+        sync_to_thread=True,
+        summary="Status of an export job; when done, a fresh short-lived download_url",
+        opt={"scope": "exports:read"},
+    )
     def status(self, request: Request[Any, Any, Any], state: State, job_id: str) -> JobView:
         app: AppState = state.app
         job = app.sync(jobs.get, job_id, principal_of(request).owner_filter(), "export")
         if job is None:
             raise Problem(404, f"no export job {job_id}")
         url = download_url(app, job) if job.status == "completed" and job.result_key else None
-        return job_view(job, base_url=app.settings.public_url, download_url=url,
-                        download_ttl=app.settings.download_url_ttl_seconds)
+        return job_view(
+            job,
+            base_url=app.settings.public_url,
+            download_url=url,
+            download_ttl=app.settings.download_url_ttl_seconds,
+        )
 
 
 def download_url(app: AppState, job: jobs.Job) -> str:
