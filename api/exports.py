@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterator
 from itertools import chain
 from typing import Any
-from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
@@ -20,7 +17,8 @@ from api.auth import authorize, principal_of
 from api.problems import Problem
 from api.schemas import ExportRequest, JobView
 from api.state import AppState
-from api.views import job_view
+from api.streaming import ClosingStream
+from api.views import download_url, job_view
 from engine import db, jobs, metrics
 from engine.export import (
     Encoded,
@@ -31,7 +29,6 @@ from engine.export import (
     prepare,
 )
 from engine.prefetch import prefetch
-from engine.storage import signed_query
 
 log = logging.getLogger("bulkio.api")
 
@@ -73,56 +70,6 @@ def _prepare(
         return prepare(app.catalog, resource, fmt, fields, filters, compression, guard)
     except ExportRequestError as exc:
         raise Problem(400, str(exc)) from exc
-
-
-def _noop() -> None:
-    pass
-
-
-class ClosingStream:
-    """A sync byte iterator for litestar's ``Stream`` that reliably releases what it reads from.
-
-    A client that goes away leaves the iteration suspended: granian keeps accepting sends,
-    litestar stops iterating (possibly while a ``next()`` still runs in the executor) and closes
-    nothing, so PostgreSQL would sit in ``ClientWrite`` holding the snapshot. Pass
-    ``background=BackgroundTask(stream.close)``: it waits for a running ``next()``, then calls
-    ``release`` (default: the iterator's own ``close``).
-    """
-
-    def __init__(self, chunks: Iterator[bytes], release: Callable[[], None] | None = None) -> None:
-        self._chunks = chunks
-        self._release: Callable[[], None] = release or getattr(chunks, "close", None) or _noop
-        self._lock = threading.Lock()
-        self._done = False
-
-    def __iter__(self) -> ClosingStream:
-        return self
-
-    def __next__(self) -> bytes:
-        with self._lock:
-            if self._done:
-                raise StopIteration
-            try:
-                return next(self._chunks)
-            except StopIteration:
-                self._finish()
-                raise
-            except ValueError as exc:  # litestar's sync-iterator wrapper takes it for the end
-                self._finish()
-                raise RuntimeError(f"stream failed: {exc}") from exc
-            except BaseException:
-                log.exception("export stream failed")
-                self._finish()
-                raise
-
-    def close(self) -> None:
-        with self._lock:
-            self._finish()
-
-    def _finish(self) -> None:
-        if not self._done:
-            self._done = True
-            self._release()
 
 
 class ExportController(Controller):
@@ -292,14 +239,3 @@ class ExportController(Controller):
             download_url=url,
             download_ttl=app.settings.download_url_ttl_seconds,
         )
-
-
-def download_url(app: AppState, job: jobs.Job) -> str:
-    """A presigned S3 URL, or an HMAC-signed URL of ``/v1/downloads`` for other stores."""
-    ttl = app.settings.download_url_ttl_seconds
-    presigned = app.storage.presign(job.result_key, ttl)
-    if presigned is not None:
-        return presigned
-    path = f"/v1/downloads/{job.id}"
-    query = signed_query(app.signing_secret, path, ttl)
-    return f"{app.settings.public_url}{path}?{urlencode(query)}"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import polars as pl
 from litestar import Controller, Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
@@ -18,7 +20,8 @@ from api.multipart import MultipartError, StreamingForm, boundary_of
 from api.problems import Problem
 from api.schemas import JobView
 from api.state import AppState
-from api.views import job_view
+from api.streaming import ClosingStream
+from api.views import download_url, job_view
 from engine import db, jobs
 from engine.errors import UnsupportedFormat
 from engine.formats import detect_format
@@ -242,8 +245,10 @@ class ImportController(Controller):
         writer = writer_for(
             report_format, REPORT_COLUMNS, formula_guard=app.settings.csv_formula_guard
         )
+        body = ClosingStream(_report(app, job.id, writer))
         return Stream(
-            _report(app, job.id, writer),
+            body,
+            background=BackgroundTask(body.close),
             media_type=writer.content_type,
             headers={
                 "Content-Disposition": f'attachment; filename="errors-{job.id}.{writer.extension}"'
@@ -262,7 +267,14 @@ def _job_view(app: AppState, job_id: str, kind: str | None, owner: str | None) -
             if job.kind == "import"
             else []
         )
-    return job_view(job, base_url=app.settings.public_url, errors=errors)
+    url = download_url(app, job) if job.status == "completed" and job.result_key else None
+    return job_view(
+        job,
+        base_url=app.settings.public_url,
+        errors=errors,
+        download_url=url,
+        download_ttl=app.settings.download_url_ttl_seconds,
+    )
 
 
 def _report(app: AppState, job_id: str, writer: Any) -> Iterator[bytes]:
@@ -270,7 +282,9 @@ def _report(app: AppState, job_id: str, writer: Any) -> Iterator[bytes]:
     with db.connect_bulk(app.settings.database_url) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT row_no AS row, line_no AS line, field, code, message, value FROM job_errors "
-            f"WHERE job_id = '{job_id}'::uuid ORDER BY row_no, field NULLS FIRST"
+            # A literal of a parsed UUID, not a bind parameter: the ADBC driver returns a query
+            # with parameters as one single batch (measured), which would defeat streaming.
+            f"WHERE job_id = '{uuid.UUID(job_id)}'::uuid ORDER BY row_no, field NULLS FIRST"
         )
         reader = cur.fetch_record_batch()
         for batch in reader:

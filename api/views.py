@@ -7,8 +7,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from api.schemas import ErrorRow, JobView, Progress
+from api.state import AppState
 from engine import jobs
 from engine.jobs import Job
+from engine.storage import signed_query
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -73,3 +75,14 @@ def job_view(
         result_bytes=job.result_bytes,
         replayed=replayed,
     )
+
+
+def download_url(app: AppState, job: Job) -> str:
+    """A presigned S3 URL, or an HMAC-signed URL of ``/v1/downloads`` for other stores."""
+    ttl = app.settings.download_url_ttl_seconds
+    presigned = app.storage.presign(job.result_key, ttl)
+    if presigned is not None:
+        return presigned
+    path = f"/v1/downloads/{job.id}"
+    query = signed_query(app.signing_secret, path, ttl)
+    return f"{app.settings.public_url}{path}?{urlencode(query)}"
