@@ -26,7 +26,7 @@ for _path in (_BENCH.parent / "tests" / "integration", _BENCH.parent / "tests", 
     sys.path.insert(0, str(_path))
 
 from database import BenchDatabase, start_server  # noqa: E402
-from report import Recorder, source_state, write_results  # noqa: E402
+from report import RESULTS, Recorder, source_state, write_results  # noqa: E402
 from servers import RedisServer  # noqa: E402
 from service import BenchService  # noqa: E402
 
@@ -88,9 +88,12 @@ def redis() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def service(database: BenchDatabase, redis: RedisServer, recorder: Recorder,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchService]:  # fmt: skip
-    """The API with no worker: each benchmark starts the fresh workers it needs."""
-    work = tmp_path_factory.mktemp("bulkio-bench")
-    objects = work / "objects"
+    """The API with no worker: each benchmark starts the fresh workers it needs. Their logs go
+    to ``bench/results/logs/`` (kept until the next run), the uploads to a temporary directory."""
+    work = RESULTS / "logs"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    objects = tmp_path_factory.mktemp("bulkio-bench") / "objects"
     env = {
         "BULKIO_DATABASE_URL": database.url,
         "BULKIO_REDIS_URL": redis.url(),
