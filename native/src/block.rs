@@ -8,9 +8,9 @@
 //!
 //! On x86_64 this is SSE2 (part of the x86_64 baseline, so no runtime detection is
 //! needed): an `eq` test is one instruction per 16 bytes, a `range` test three, and
-//! `bits` one `pmovmskb` per 16 bytes. Elsewhere a portable scalar implementation with
-//! identical results is used. Both are always compiled so the tests can check that they
-//! agree.
+//! `bits` one `pmovmskb` per 16 bytes. Elsewhere (or with the `portable-block` cargo
+//! feature) a portable scalar implementation with identical results is used. Both are
+//! always compiled so the tests can check that they agree.
 
 /// Number of bytes in a full block.
 pub const LANES: usize = 64;
@@ -37,6 +37,7 @@ pub fn padded(s: &[u8]) -> [u8; LANES] {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[cfg_attr(feature = "portable-block", allow(dead_code))]
 mod sse2 {
     use core::arch::x86_64::{
         __m128i, _mm_and_si128, _mm_andnot_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8,
@@ -156,7 +157,10 @@ mod sse2 {
 }
 
 /// Portable implementation, used on non-x86_64 targets and as the test reference.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[cfg_attr(
+    all(target_arch = "x86_64", not(feature = "portable-block")),
+    allow(dead_code)
+)]
 pub mod portable {
     use core::ops::{BitAnd, BitOr};
 
@@ -229,9 +233,11 @@ pub mod portable {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+// `--features portable-block` forces the portable version on x86_64 too, so that
+// `cargo test --features portable-block` runs every check through it.
+#[cfg(any(not(target_arch = "x86_64"), feature = "portable-block"))]
 pub use portable::Block;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(feature = "portable-block")))]
 pub use sse2::Block;
 
 #[cfg(test)]

@@ -1,10 +1,19 @@
 //! Byte-level value checks used by the Python bindings in `lib.rs`.
 //!
-//! Every function takes the raw bytes of one value, allocates nothing and never
-//! panics: all indexing goes through iterators, fixed-size arrays or `get`.
-//! The inputs are expected to be UTF-8 (they come from Arrow string arrays), but
-//! arbitrary bytes are handled: any non-ASCII byte simply fails the ASCII-only
-//! checks, and `word_count` treats undecodable bytes as word characters.
+//! Every function takes the raw bytes of one value (`is_uuid(s: &[u8]) -> bool`, ...),
+//! allocates nothing and never panics: all indexing goes through iterators,
+//! fixed-size arrays or `get`. The inputs are expected to be UTF-8 (they come from
+//! Arrow string arrays), but arbitrary bytes are handled: any non-ASCII byte simply
+//! fails the ASCII-only checks, and `word_count` treats undecodable bytes as word
+//! characters.
+//!
+//! The main implementations classify up to 64 bytes at a time into bit masks
+//! (`block.rs`, SSE2 on x86_64) and express the rules as bit operations on those
+//! masks, e.g. "no `..`" is `dot & (dot << 1) == 0`. The `*_value` variants take a
+//! [`Value`], whose window may extend past the value inside the Arrow buffer so
+//! that blocks are read in place instead of copied. [`scalar`] holds straightforward
+//! byte-at-a-time versions: the fallback for long e-mail addresses and non-ASCII
+//! text, and the reference the block versions are tested against.
 
 /// Character classes, one bit each, looked up through [`CLASS`].
 const HEX: u8 = 1 << 0;
@@ -294,29 +303,26 @@ pub fn is_email_value(v: Value<'_>) -> bool {
 fn email_block<const K: usize>(v: Value<'_>) -> bool {
     // Branch-free on purpose (except for the rarely taken full local-part test): with
     // a mix of valid and invalid values, early returns cost more in mispredictions
-    // than evaluating every rule.
-    let n = v.len;
+    // than evaluating every rule. With n <= 64 the local part is <= 63 bytes and the
+    // domain and each label <= 62 bytes, so no length limit can be exceeded here.
     let (b, live) = v.block::<K>(0);
     let at = b.eq(b'@').bits() & live;
     let one_at = (at != 0) & (at & at.wrapping_sub(1) == 0);
-    // With n <= 64: local part <= 63 bytes, domain and each label <= 62 bytes,
-    // so none of the length limits can be exceeded here.
-    let local = low_bits(at.trailing_zeros() as usize);
-    let domain = live & !local & !at;
-    let last = (1u64 << (n.max(1) - 1)) & live;
+    let local = at.wrapping_sub(1); // the bytes before the '@' (if there is exactly one)
+    let domain = live & !(local | at);
+    let last = live & !(live >> 1); // the value's last byte
     let dot_c = b.eq(b'.');
     let dash_c = b.eq(b'-');
-    let alpha_c = b.with_bit5().range(b'a', b'z');
+    let digit_c = b.range(b'0', b'9');
+    let base_c = b.with_bit5().range(b'a', b'z') | digit_c | dot_c | dash_c;
     let dot = dot_c.bits() & live;
     let dash = dash_c.bits() & domain;
     let domain_dots = dot & domain;
-    let alnum_c = alpha_c | b.range(b'0', b'9');
-    let domain_ok = (alnum_c | dash_c | dot_c).bits();
-    // Local part: nearly always letters, digits and `.-_+`; only otherwise test the
-    // full set (printable ASCII except the specials `"(),:;<>[\]`; '@' cannot occur
-    // before the only '@', and the '.' rules are checked below).
-    let common = (alnum_c | dot_c | dash_c | b.eq(b'_') | b.eq(b'+')).bits();
-    let local_ok = common & local == local || {
+    // Domain: letters, digits, '-' and '.'. Local part: nearly always those too; only
+    // otherwise test the full set (printable ASCII except the specials `"(),:;<>[\]`;
+    // '@' cannot occur before the only '@', and the '.' rules are checked below).
+    let base = base_c.bits();
+    let local_ok = base & local == local || {
         let specials = b.eq(b'"')
             | b.range(b'(', b')')
             | b.eq(b',')
@@ -325,21 +331,19 @@ fn email_block<const K: usize>(v: Value<'_>) -> bool {
             | b.range(b'[', b']');
         b.range(0x21, 0x7E).and_not(specials).bits() & local == local
     };
-    // Last '.' of the domain (0 if there is none; that case fails `domain_dots != 0`).
-    let last_dot = 63 - (domain_dots | 1).leading_zeros() as usize;
-    let tld = live & !low_bits(last_dot + 1);
     one_at
         & (local != 0)
         & (domain_dots != 0)
         & local_ok
-        & (domain_ok & domain == domain)
-        // no "..", no '.' first, last, or next to '@'
-        & (dot & ((dot << 1) | 1 | last | (at << 1) | (at >> 1)) == 0)
+        & (base & domain == domain)
+        // no "..", no '.' first, last or next to '@'; not second to last either, so
+        // the TLD has at least two bytes
+        & (dot & ((dot << 1) | 1 | last | (last >> 1) | (at << 1) | (at >> 1)) == 0)
         // no label starting or ending with '-'
         & (dash & (((dot | at) << 1) | (dot >> 1) | last) == 0)
-        // TLD: at least two letters, letters only
-        & (n > last_dot + 2)
-        & (alpha_c.bits() & tld == tld)
+        // TLD letters only: every digit and '-' of the domain comes before its last
+        // '.' (compared as integers: all their bits are below the highest dot bit)
+        & ((digit_c.bits() | dash) & domain < domain_dots)
 }
 
 /// Number of words separated by Unicode whitespace (the `White_Space` property,

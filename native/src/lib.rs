@@ -1,4 +1,5 @@
-//! PyO3 bindings for `engine._native`. The checks themselves live in `checks.rs`.
+//! PyO3 bindings for `engine._native`. The checks themselves live in `checks.rs`
+//! (with the 64-byte block classifier they use in `block.rs`).
 //!
 //! Every function takes one Arrow array through the Arrow PyCapsule interface
 //! (`__arrow_c_array__`), reads it zero-copy, computes the result with the GIL
