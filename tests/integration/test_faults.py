@@ -8,7 +8,7 @@ restarted empty, PostgreSQL backends terminated, duplicated queue messages, and 
 Workers here are started with ``PGAPPNAME`` set, so their PostgreSQL backends can be told apart
 in ``pg_stat_activity``; the tests stop their own workers at the end and the ``service`` fixture
 starts a fresh one for the next test. Random fault points come from a seeded generator
-(``BULKIO_FAULT_SEED`` overrides the seed; it is printed on failure).
+(``BULKIO_FAULT_SEED`` overrides the seed, to explore other points).
 """
 
 from __future__ import annotations
@@ -428,7 +428,8 @@ def test_duplicate_messages_delivered_concurrently_commit_each_batch_once(
 ) -> None:
     """3 imports of 40k users on 2 workers; each job's message is sent 4 times at once (both
     workers race to claim it) and again every 0.1 s while it runs. Exactly one claim wins
-    (attempts stays 1) and every batch commits once."""
+    (attempts stays 1) and every batch commits once. (A duplicate that arrives after the lease
+    expired, while the first owner still lives, is the frozen-owner test below.)"""
     service = fresh
     for _ in range(2):
         _start_worker(service)
@@ -504,9 +505,14 @@ def test_frozen_owner_neither_blocks_the_job_nor_commits_after_takeover(
     holding its locks. Once its lease expires the reconciler re-sends the job, the other worker
     claims it and commits batches *while the owner is still frozen*; then the owner wakes up
     with its batch half done and must not commit it. Done 2 times in one import of 100k users,
-    each worker frozen once at a random progress point: first anywhere inside a batch, then
+    each worker frozen once at a random progress point: first inside any of its transactions
+    (mostly a batch's; sometimes its reconciler's, holding the reconcilers' advisory lock), then
     after the batch's checkpoint statement, before COMMIT, holding locks on the rows it wrote
-    and on the job row. Every row is stored exactly once."""
+    and on the job row. Every row is stored exactly once.
+
+    Without the reconciler's FOR NO KEY UPDATE the first freeze blocks the job once the batch
+    wrote error rows (their foreign key locks the job row); without the server ending the frozen
+    transaction (idle_in_transaction_session_timeout) the second always does."""
     service = fresh
     workers = [_start_worker(service) for _ in range(2)]
     path, expected = make(datadir, "users", "csv", BIG, seed=72)
