@@ -19,6 +19,7 @@ from api.exports import ExportController
 from api.health import health, metrics_endpoint
 from api.imports import ImportController
 from api.jobs_routes import JobController
+from api.openapi import describe_exports
 from api.problems import HANDLERS
 from api.state import AppState, signing_secret
 from engine.logs import setup_logging
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ExportController,
         DownloadController,
     ]
-    return Litestar(
+    app = Litestar(
         route_handlers=routes,
         lifespan=[lifespan],
         exception_handlers=HANDLERS,
@@ -82,3 +83,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         request_max_body_size=None,
     )
+    describe_exports(app.openapi_schema, catalog(settings.user_roles))
+    return app

@@ -13,7 +13,8 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from api.exports import ClosingStream, media_type
-from api.problems import Problem
+from api.openapi import EXPORT_MEDIA, GZIP, files, operation
+from api.problems import Problem, problem_responses
 from api.state import AppState
 from engine import jobs
 from engine.export import ExportRequestError, from_options
@@ -24,7 +25,17 @@ class DownloadController(Controller):
     path = "/v1/downloads"
     tags = ["exports"]
 
-    @get("/{job_id:str}", sync_to_thread=True, summary="Download an export (signed URL)")
+    @get(
+        "/{job_id:str}",
+        sync_to_thread=True,
+        summary="Download an export (signed URL)",
+        description="The signature is the credential: no bearer token. 403: a missing, tampered "
+        "or expired signature; 404: the job has no result (yet).",
+        responses=problem_responses(400, 403, 404),
+        operation_class=operation(
+            public=True, content={200: files([*EXPORT_MEDIA.values(), GZIP])}
+        ),
+    )
     def download(
         self,
         state: State,

@@ -14,13 +14,16 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from api.auth import authorize, principal_of
-from api.problems import Problem
+from api.openapi import EXPORT_MEDIA, GZIP, NO_COMPRESSION, files, operation
+from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import ExportRequest, JobView
 from api.state import AppState
 from api.streaming import ClosingStream
 from api.views import download_url, job_view
 from engine import db, jobs, metrics
 from engine.export import (
+    COMPRESSIONS,
+    FORMATS,
     Encoded,
     ExportQuery,
     ExportRequestError,
@@ -29,6 +32,7 @@ from engine.export import (
     prepare,
 )
 from engine.prefetch import prefetch
+from engine.resources import RESOURCE_NAMES
 
 log = logging.getLogger("bulkio.api")
 
@@ -66,6 +70,13 @@ def _prepare(
     formula_guard: bool | None,
 ) -> tuple[ExportSpec, ExportQuery]:
     guard = app.settings.csv_formula_guard if formula_guard is None else formula_guard
+    for name, value in (filters or {}).items():
+        # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the query (500).
+        if any(
+            isinstance(v, str) and "\x00" in v
+            for v in (value if isinstance(value, list) else [value])
+        ):
+            raise Problem(400, f"filter {name!r}: NUL characters are not allowed")
     try:
         return prepare(app.catalog, resource, fmt, fields, filters, compression, guard)
     except ExportRequestError as exc:
@@ -89,17 +100,24 @@ class ExportController(Controller):
             ".gz file; otherwise `Accept-Encoding: gzip` gives `Content-Encoding: gzip`."
         ),
         opt={"scope": "exports:read"},
+        responses=problem_responses(*GUARDED),
+        operation_class=operation(content={200: files([*EXPORT_MEDIA.values(), GZIP])}),
     )
     def stream(
         self,
         request: Request[Any, Any, Any],
         state: State,
-        resource: str = Parameter(description="users, articles or comments"),
+        resource: str = Parameter(schema_extra={"enum": list(RESOURCE_NAMES)}),
         fmt: str = Parameter(
-            query="format", default="ndjson", description="csv, ndjson, json or parquet"
+            query="format", default="ndjson", schema_extra={"enum": list(FORMATS)}
         ),
-        fields: str | None = Parameter(default=None, description="comma-separated, in this order"),
-        compression: str | None = Parameter(default=None, description="gzip"),
+        # Its values depend on `resource`, which OpenAPI cannot express: see the description.
+        fields: str | None = Parameter(default=None, include_in_schema=False),
+        compression: str | None = Parameter(
+            default=None,
+            description="gzip: the body is a .gz file",
+            schema_extra={"enum": [*COMPRESSIONS, *NO_COMPRESSION]},
+        ),
         formula_guard: bool | None = Parameter(
             default=None,
             description="CSV: prefix cells starting with = + - @ tab CR with ' "
@@ -158,6 +176,7 @@ class ExportController(Controller):
             "short-lived `download_url`. `Idempotency-Key` makes retries safe."
         ),
         opt={"scope": "exports:write"},
+        responses=problem_responses(*GUARDED, 409, 422),
     )
     def create(
         self, request: Request[Any, Any, Any], state: State, data: ExportJobRequest
@@ -226,6 +245,7 @@ class ExportController(Controller):
         sync_to_thread=True,
         summary="Status of an export job; when done, a fresh short-lived download_url",
         opt={"scope": "exports:read"},
+        responses=problem_responses(*GUARDED, 404),
     )
     def status(self, request: Request[Any, Any, Any], state: State, job_id: str) -> JobView:
         app: AppState = state.app

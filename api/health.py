@@ -5,7 +5,9 @@ from __future__ import annotations
 import redis
 from litestar import Response, get
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 
+from api.openapi import operation
 from api.schemas import Health
 from api.state import AppState
 from engine import metrics
@@ -16,7 +18,7 @@ from engine import metrics
     sync_to_thread=True,
     summary="Prometheus metrics (API and workers)",
     media_type="text/plain",
-    include_in_schema=False,
+    operation_class=operation(public=True),
 )
 def metrics_endpoint(state: State) -> Response[bytes]:
     app: AppState = state.app
@@ -25,7 +27,17 @@ def metrics_endpoint(state: State) -> Response[bytes]:
     return Response(body, media_type=content_type)
 
 
-@get("/health", sync_to_thread=True, summary="Service health (PostgreSQL and Redis)")
+@get(
+    "/health",
+    sync_to_thread=True,
+    summary="Service health (PostgreSQL and Redis)",
+    responses={
+        503: ResponseSpec(
+            Health, description="Degraded: PostgreSQL or Redis unreachable", generate_examples=False
+        )
+    },
+    operation_class=operation(public=True),
+)
 def health(state: State) -> Response[Health]:
     app: AppState = state.app
     pg = "ok"

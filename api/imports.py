@@ -17,15 +17,17 @@ from litestar.response import Stream
 
 from api.auth import authorize, principal_of
 from api.multipart import MultipartError, StreamingForm, boundary_of
-from api.problems import Problem
+from api.openapi import files, import_body, operation
+from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import JobView
 from api.state import AppState
 from api.streaming import ClosingStream
 from api.views import download_url, job_view
 from engine import db, jobs
 from engine.errors import UnsupportedFormat
-from engine.formats import detect_format
+from engine.formats import FORMATS, detect_format
 from engine.formats.writers import writer_for
+from engine.resources import RESOURCE_NAMES
 
 MODES = ("upsert", "insert", "validate_only")
 #: Largest accepted non-file form field (resource, format, mode).
@@ -88,11 +90,17 @@ class ImportController(Controller):
             "multipart/form-data with fields `file`, `resource` (users|articles|comments), "
             "optional "
             "`format` (csv|ndjson|json; default from the file name, `.gz` looked through) and "
-            "`mode` (upsert|insert|validate_only). A raw body with the same names as query "
-            "parameters is accepted too. The file streams to object storage; the answer is the "
-            "job (202). `Idempotency-Key` makes retries safe."
+            "`mode` (upsert|insert|validate_only). A raw body is accepted too, with `resource`, "
+            "`format`, `mode` and `filename` as query parameters (not listed below: OpenAPI "
+            "cannot make them required for one body type only). The file streams to object "
+            "storage; the answer is the job (202). `Idempotency-Key` (1-200 characters) makes "
+            "retries safe: a replay answers the same job, the key with another request 422."
         ),
         opt={"scope": "imports:write"},
+        responses=problem_responses(*GUARDED, 409, 413, 422),
+        operation_class=operation(
+            request_body=import_body(RESOURCE_NAMES, (*FORMATS, "jsonl"), MODES)
+        ),
     )
     async def create(self, request: Request[Any, Any, Any], state: State) -> Response[JobView]:
         app: AppState = state.app
@@ -215,6 +223,7 @@ class ImportController(Controller):
         sync_to_thread=True,
         summary="Status of an import job",
         opt={"scope": "imports:read"},
+        responses=problem_responses(*GUARDED, 404),
     )
     def status(self, request: Request[Any, Any, Any], state: State, job_id: str) -> JobView:
         owner = principal_of(request).owner_filter()
@@ -226,6 +235,10 @@ class ImportController(Controller):
         summary="The complete error report of an import job, streamed",
         description="One entry per error: {row, line, field, code, message, value}, by row.",
         opt={"scope": "imports:read"},
+        responses=problem_responses(*GUARDED, 404),
+        operation_class=operation(
+            content={200: files(["application/x-ndjson", "application/json", "text/csv"])}
+        ),
     )
     def errors(
         self,
@@ -233,7 +246,7 @@ class ImportController(Controller):
         state: State,
         job_id: str,
         report_format: str = Parameter(
-            query="format", default="ndjson", description="ndjson, json or csv"
+            query="format", default="ndjson", schema_extra={"enum": list(REPORT_FORMATS)}
         ),
     ) -> Stream:
         app: AppState = state.app

@@ -9,7 +9,7 @@ from litestar.datastructures import State
 
 from api.auth import authorize, principal_of, require_kind_scope
 from api.imports import _job_view
-from api.problems import Problem
+from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import JobView
 from api.state import AppState
 from api.views import job_view
@@ -21,7 +21,12 @@ class JobController(Controller):
     tags = ["jobs"]
     guards = [authorize]
 
-    @get("/{job_id:str}", sync_to_thread=True, summary="Status of any job (import or export)")
+    @get(
+        "/{job_id:str}",
+        sync_to_thread=True,
+        summary="Status of any job (import or export)",
+        responses=problem_responses(*GUARDED, 404),
+    )
     def status(self, request: Request[Any, Any, Any], state: State, job_id: str) -> JobView:
         principal = principal_of(request)
         view = _job_view(state.app, job_id, None, principal.owner_filter())
@@ -33,6 +38,7 @@ class JobController(Controller):
         sync_to_thread=True,
         status_code=202,
         summary="Cancel a job: queued jobs stop at once, running ones at the next batch",
+        responses=problem_responses(*GUARDED, 404, 409),
     )
     def cancel(self, request: Request[Any, Any, Any], state: State, job_id: str) -> JobView:
         app: AppState = state.app

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from engine.errors import (
@@ -18,6 +20,16 @@ from engine.errors import (
 log = logging.getLogger("bulkio.api")
 
 PROBLEM = "application/problem+json"
+
+
+class ProblemDetails(msgspec.Struct):
+    """An error body (RFC 9457). Extension members may follow: ``errors`` (the invalid
+    parameters of a 400) and whatever a problem adds."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
 
 
 class Problem(HTTPException):
@@ -57,6 +69,34 @@ _TITLES = {
     429: "Too Many Requests",
     503: "Service Unavailable",
 }
+
+
+#: What each documented error status means, across routes.
+_MEANINGS = {
+    400: "The request is malformed or names an unknown value; `detail` says which.",
+    401: "No API token, or an unknown or revoked one.",
+    403: "The token lacks the scope this route needs.",
+    404: "No such job for this token.",
+    409: "The job is finished, or an Idempotency-Key request is still in progress.",
+    413: "The upload is larger than BULKIO_MAX_UPLOAD_BYTES.",
+    422: "The Idempotency-Key was used before with a different request.",
+    429: "Rate limit or running-jobs limit reached; see Retry-After.",
+}
+#: Answered by the guard of every /v1 route except downloads.
+GUARDED = (400, 401, 403, 429)
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI responses for ``statuses``, each an ``application/problem+json`` body."""
+    return {
+        status: ResponseSpec(
+            data_container=ProblemDetails,
+            media_type=PROBLEM,
+            description=_MEANINGS[status],
+            generate_examples=False,
+        )
+        for status in statuses
+    }
 
 
 def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:

@@ -4,7 +4,7 @@ services already read (``job_id``, ``total_records``, ``processed``, ``successfu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -68,6 +68,6 @@ class ExportRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Health(msgspec.Struct):
-    status: str
+    status: Literal["ok", "degraded"]
     postgres: str
     redis: str

@@ -1,0 +1,198 @@
+"""What the OpenAPI document says that Litestar cannot infer from the handlers' signatures.
+
+* ``operation(...)``: an ``operation_class`` for a handler whose credential is not the bearer
+  token, whose body the handler streams itself (imports), or whose 200 is a file in one of
+  several media types (exports, error reports).
+* ``describe_exports(...)``: export requests per resource, derived from the catalog once the
+  settings are known (user roles are configurable). OpenAPI cannot tie a query parameter to the
+  value of another, so ``GET /v1/exports`` lists each resource's fields and filters in its
+  description, while the ``POST`` body is a ``oneOf`` with one object per resource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from litestar.openapi.spec import (
+    Encoding,
+    OpenAPI,
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
+
+from engine.export import COMPRESSIONS, FORMATS
+from engine.resources import Filter, FilterOp, Kind, Resource
+
+STRING, OBJECT, ARRAY = OpenAPIType.STRING, OpenAPIType.OBJECT, OpenAPIType.ARRAY
+#: A string that is not blank once stripped (the API strips values) and holds no NUL.
+NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
+#: Media types of an export's body, by format; ``compression=gzip`` makes it a .gz file.
+EXPORT_MEDIA = {
+    "csv": "text/csv",
+    "ndjson": "application/x-ndjson",
+    "json": "application/json",
+    "parquet": "application/vnd.apache.parquet",
+}
+GZIP = "application/gzip"
+#: Spellings of "no compression" the API accepts besides null.
+NO_COMPRESSION = ("none", "identity")
+_TRUTHS = ("true", "false", "1", "0", "yes", "no")
+
+
+def files(media_types: Sequence[str]) -> dict[str, OpenAPIMediaType]:
+    """Response content for a file in any of ``media_types`` (JSON: an array of records)."""
+    return {
+        media: OpenAPIMediaType(
+            schema=Schema(type=ARRAY, items=Schema(type=OBJECT))
+            if media == "application/json"
+            else Schema(type=STRING, format="binary")  # type: ignore[arg-type]
+        )
+        for media in media_types
+    }
+
+
+def operation(
+    *,
+    public: bool = False,
+    request_body: RequestBody | None = None,
+    content: Mapping[int, dict[str, OpenAPIMediaType]] | None = None,
+) -> type[Operation]:
+    """An ``operation_class`` that amends the generated operation: no bearer token (``public``,
+    where ``security=[]`` on the handler would fall back to the global requirement), a documented
+    body, and the media types of responses by status."""
+
+    @dataclass
+    class Amended(Operation):
+        def __post_init__(self) -> None:
+            if public:
+                self.security = []
+            if request_body is not None:
+                self.request_body = request_body
+            for status, media in (content or {}).items():
+                assert self.responses is not None
+                self.responses[str(status)].content = media  # type: ignore[union-attr]
+
+    return Amended
+
+
+def import_body(
+    resources: Sequence[str], formats: Sequence[str], modes: Sequence[str]
+) -> RequestBody:
+    form = Schema(
+        type=OBJECT,
+        required=["file", "resource"],
+        properties={
+            "file": Schema(
+                type=STRING,
+                format="binary",  # type: ignore[arg-type]
+                min_length=1,
+                description="The records; an empty file is refused. May be gzip-compressed.",
+            ),
+            "resource": Schema(type=STRING, enum=list(resources)),
+            "format": Schema(
+                type=STRING,
+                enum=list(formats),
+                description="Default: from the file name's extension (`.gz` looked through).",
+            ),
+            "mode": Schema(type=STRING, enum=list(modes), default=modes[0]),
+        },
+    )
+    # The file name is how the format is told when `format` is absent.
+    disposition = OpenAPIHeader(
+        schema=Schema(type=STRING), example='form-data; name="file"; filename="records.csv"'
+    )
+    return RequestBody(
+        required=True,
+        content={
+            "multipart/form-data": OpenAPIMediaType(
+                schema=form,
+                encoding={"file": Encoding(headers={"Content-Disposition": disposition})},
+            )
+        },
+    )
+
+
+def _filter_schema(resource: Resource, flt: Filter) -> Schema:
+    column = resource.column(flt.column)
+    if column.kind is Kind.UUID:
+        value = Schema(type=STRING, format="uuid")  # type: ignore[arg-type]
+    elif column.kind is Kind.TIMESTAMP:
+        value = Schema(type=STRING, format="date-time")  # type: ignore[arg-type]
+    elif column.kind is Kind.ENUM:
+        value = Schema(type=STRING, enum=list(column.choices))
+    elif column.kind is Kind.BOOL:
+        return Schema(
+            one_of=[Schema(type=OpenAPIType.BOOLEAN), Schema(type=STRING, enum=list(_TRUTHS))]
+        )
+    else:
+        value = Schema(type=STRING, pattern=NOT_BLANK)
+    if flt.op is FilterOp.IN:
+        return Schema(
+            type=ARRAY,
+            items=value,
+            min_items=1,
+            description="A list; `a,b,c` or a JSON array in a query string.",
+        )
+    return value
+
+
+def export_request(resource: Resource) -> Schema:
+    nullable_string = [STRING, OpenAPIType.NULL]
+    return Schema(
+        type=OBJECT,
+        title=f"Export of {resource.name}",
+        required=["resource"],
+        additional_properties=False,
+        properties={
+            "resource": Schema(type=STRING, enum=[resource.name]),
+            "format": Schema(type=STRING, enum=list(FORMATS), default="ndjson"),
+            "fields": Schema(
+                type=[ARRAY, OpenAPIType.NULL],
+                items=Schema(type=STRING, enum=list(resource.column_names)),
+                unique_items=True,
+                description="Columns, in this order; default: all.",
+            ),
+            "filters": Schema(
+                type=[OBJECT, OpenAPIType.NULL],
+                additional_properties=False,
+                properties={f.name: _filter_schema(resource, f) for f in resource.filters},
+            ),
+            "compression": Schema(
+                type=nullable_string, enum=[*COMPRESSIONS, *NO_COMPRESSION, None]
+            ),
+            "formula_guard": Schema(
+                type=[OpenAPIType.BOOLEAN, OpenAPIType.NULL],
+                description="CSV: neutralise cells starting with = + - @ tab CR "
+                "(default BULKIO_CSV_FORMULA_GUARD).",
+            ),
+        },
+    )
+
+
+def _query_help(catalog: Mapping[str, Resource]) -> str:
+    lines = ["", "", "Fields (`fields=a,b`) and filters (`name=value`) by resource:", ""]
+    for res in catalog.values():
+        filters = ", ".join(f"`{f.name}`" for f in res.filters)
+        lines.append(f"* `{res.name}`: fields {', '.join(res.column_names)}; filters {filters}")
+    return "\n".join(lines)
+
+
+def describe_exports(openapi: OpenAPI, catalog: Mapping[str, Resource]) -> None:
+    """Per-resource export requests, from the catalog (see the module docstring)."""
+    assert openapi.paths is not None
+    path = openapi.paths["/v1/exports"]
+    assert path.get is not None and path.post is not None
+    path.get.description = (path.get.description or "") + _query_help(catalog)
+    path.post.request_body = RequestBody(
+        required=True,
+        content={
+            "application/json": OpenAPIMediaType(
+                schema=Schema(one_of=[export_request(res) for res in catalog.values()])
+            )
+        },
+    )
