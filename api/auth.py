@@ -17,7 +17,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from api.problems import Problem
 from api.state import AppState
-from engine import auth
+from engine import auth, jobs
 from engine.auth import Principal
 
 #: How long a looked-up token is trusted before it is read again (revocation delay).
@@ -118,3 +118,21 @@ def require_kind_scope(principal: Principal, kind: str, action: str) -> None:
     scope = f"{kind}s:{action}"
     if not principal.allows(scope):
         raise Problem(403, f"this token lacks the '{scope}' scope")
+
+
+def check_job_limit(app: AppState, principal: Principal) -> None:
+    """429 when the token already has its maximum of queued + running jobs (call in a thread)."""
+    limit = principal.max_running_jobs or app.settings.max_running_jobs
+    if app.sync(jobs.unfinished_for_token, principal.token_id) >= limit:
+        raise Problem(
+            429,
+            f"this token already has {limit} queued or running jobs",
+            headers={"Retry-After": "5"},
+        )
+
+
+def idempotency_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    key = connection.headers.get("idempotency-key")
+    if key is not None and not (0 < len(key) <= 200):
+        raise Problem(400, "Idempotency-Key must be 1-200 characters")
+    return key

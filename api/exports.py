@@ -13,7 +13,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from api.auth import authorize, principal_of
+from api.auth import authorize, check_job_limit, idempotency_key, principal_of
 from api.openapi import EXPORT_MEDIA, GZIP, NO_COMPRESSION, files, operation
 from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import ExportRequest, JobView
@@ -193,16 +193,8 @@ class ExportController(Controller):
             data.compression,
             data.formula_guard,
         )
-        limit = principal.max_running_jobs or app.settings.max_running_jobs
-        if app.sync(jobs.unfinished_for_token, principal.token_id) >= limit:
-            raise Problem(
-                429,
-                f"this token already has {limit} queued or running jobs",
-                headers={"Retry-After": "5"},
-            )
-        key = request.headers.get("idempotency-key")
-        if key is not None and not (0 < len(key) <= 200):
-            raise Problem(400, "Idempotency-Key must be 1-200 characters")
+        check_job_limit(app, principal)
+        key = idempotency_key(request)
         digest = jobs.request_hash("export", json.dumps(spec.options(), sort_keys=True))
         base = app.settings.public_url
         if key is not None and isinstance(app.sync(jobs.reserve_key, owner, key), str):

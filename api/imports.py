@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anyio.to_thread
 import polars as pl
 from litestar import Controller, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
@@ -15,7 +16,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from api.auth import authorize, principal_of
+from api.auth import authorize, check_job_limit, idempotency_key, principal_of
 from api.multipart import MultipartError, StreamingForm, boundary_of
 from api.openapi import files, import_body, operation
 from api.problems import GUARDED, Problem, problem_responses
@@ -106,16 +107,8 @@ class ImportController(Controller):
         app: AppState = state.app
         principal = principal_of(request)
         owner = principal.owner
-        limit = principal.max_running_jobs or app.settings.max_running_jobs
-        if await app.run(jobs.unfinished_for_token, principal.token_id) >= limit:
-            raise Problem(
-                429,
-                f"this token already has {limit} queued or running jobs",
-                headers={"Retry-After": "5"},
-            )
-        key = request.headers.get("idempotency-key")
-        if key is not None and not (0 < len(key) <= 200):
-            raise Problem(400, "Idempotency-Key must be 1-200 characters")
+        await anyio.to_thread.run_sync(check_job_limit, app, principal)
+        key = idempotency_key(request)
         stored_hash: str | None = None
         if key is not None:
             reserved = await app.run(jobs.reserve_key, owner, key)
