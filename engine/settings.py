@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
 #: Default roles accepted for users (``BULKIO_USER_ROLES`` overrides, comma-separated).
@@ -68,7 +68,6 @@ class Settings:
     max_running_jobs: int = 20
     #: Neutralise spreadsheet formulas in CSV exports (``=``, ``+``, ``-``, ``@``, tab, CR).
     csv_formula_guard: bool = True
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     def resolved_storage_url(self) -> str:
         if self.storage_url:
@@ -97,8 +96,6 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     hints = get_type_hints(Settings)
     values: dict[str, Any] = {}
     for f in fields(Settings):
-        if f.name == "extra":
-            continue
         raw = env.get("BULKIO_" + f.name.upper())
         if raw is not None and raw != "":
             try:
