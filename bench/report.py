@@ -376,6 +376,13 @@ def source_state() -> dict[str, Any]:
     return {"commit": _git("rev-parse", "--short", "HEAD"), "uncommitted": dirty}
 
 
+def _describe(state: dict[str, Any]) -> str:
+    dirty = len(state["uncommitted"])
+    return f"commit {state['commit']}" + (
+        f" plus uncommitted changes in {dirty} engine/api/native file(s)" if dirty else ""
+    )
+
+
 def write_results(recorder: Recorder, started: datetime) -> tuple[str, Path]:
     rows = recorder.rows()
     cells = table(rows)
@@ -392,15 +399,12 @@ def write_results(recorder: Recorder, started: datetime) -> tuple[str, Path]:
     path = RESULTS / "latest.json"
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     m = info["machine"]
-    dirty = (
-        f", plus uncommitted changes in {len(state['uncommitted'])} file(s)"
-        if state["uncommitted"]
-        else ""
-    )
     caption = (
-        f"bulkio commit {state['commit']}{dirty}; {m['cores']} cores ({m['cpu']}), "
-        f"{m['memory_gib']} GiB; PostgreSQL {info.get('postgres', {}).get('version', '?')}; "
-        f"{doc['finished']}"
+        f"bulkio {_describe(state)}; {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB; "
+        f"PostgreSQL {info.get('postgres', {}).get('version', '?')}; {doc['finished']}"
     )
+    start = recorder.meta.get("source_at_start")
+    if start and start != state:
+        caption += f"\n(source changed during the run: it started at {_describe(start)})"
     (RESULTS / "latest.md").write_text(f"{caption}\n\n{render_markdown(cells)}\n")
     return f"{caption}\n\n{render_text(cells)}", path
