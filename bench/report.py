@@ -28,6 +28,8 @@ RESULTS = ROOT / "bench" / "results"
 #: Share of the machine's CPU that other processes took during a measurement from which on the
 #: figure is flagged "contended" (not comparable with a run on a quiet machine).
 CONTENDED = 0.05
+#: /proc/stat counts in 10 ms ticks: over a shorter window the share is too coarse to flag.
+MIN_WINDOW = 1.0
 
 RatioKind = Literal["time", "throughput", "speedup", "growth"]
 
@@ -263,11 +265,13 @@ def _fmt_rate(rate: float | None) -> str:
     return f"{rate:,.0f}" if rate is not None else ""
 
 
-def _fmt_share(share: float | None) -> str:
+def _fmt_share(extra: dict[str, Any]) -> str:
+    share = extra.get("cpu_others_share")
     if share is None:
         return ""
-    flag = " (contended)" if share >= CONTENDED else ""
-    return f"{share:.0%}{flag}"
+    if extra.get("cpu_window_s", MIN_WINDOW) < MIN_WINDOW:
+        return f"{share:.0%} (short)"
+    return f"{share:.0%}" + (" (contended)" if share >= CONTENDED else "")
 
 
 def _fmt_met(row: Row) -> str:
@@ -301,7 +305,7 @@ def table(rows: list[Row]) -> list[list[str]]:
                 ratio,
                 target,
                 _fmt_met(r),
-                _fmt_share(r.extra.get("cpu_others_share")),
+                _fmt_share(r.extra),
             ]
         )
     return out
@@ -383,6 +387,15 @@ def _describe(state: dict[str, Any]) -> str:
     )
 
 
+def load_results(path: Path) -> Recorder:
+    """The measurements of a results file, to render its table again."""
+    doc = json.loads(path.read_text())
+    recorder = Recorder()
+    for m in doc["measurements"]:
+        recorder.record(m["key"], m["value"], rows=m["rows"], rounds=m["rounds"], **m["extra"])
+    return recorder
+
+
 def write_results(recorder: Recorder, started: datetime) -> tuple[str, Path]:
     rows = recorder.rows()
     cells = table(rows)
@@ -393,6 +406,7 @@ def write_results(recorder: Recorder, started: datetime) -> tuple[str, Path]:
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         **info,
         "figures": [asdict(r) for r in rows],
+        "measurements": [asdict(m) for m in recorder.measurements.values()],
         "table": cells,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -408,3 +422,10 @@ def write_results(recorder: Recorder, started: datetime) -> tuple[str, Path]:
         caption += f"\n(source changed during the run: it started at {_describe(start)})"
     (RESULTS / "latest.md").write_text(f"{caption}\n\n{render_markdown(cells)}\n")
     return f"{caption}\n\n{render_text(cells)}", path
+
+
+if __name__ == "__main__":  # python bench/report.py [results.json]: the table again, as Markdown
+    import sys
+
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS / "latest.json"
+    print(render_markdown(table(load_results(source).rows())))

@@ -84,7 +84,8 @@ class CpuWatch:
 
     def extra(self) -> dict[str, float]:
         return {"cpu_ours_s": round(self.ours, 2), "cpu_others_s": round(self.others, 2),
-                "cpu_others_share": round(self.others_share(), 3)}  # fmt: skip
+                "cpu_others_share": round(self.others_share(), 3),
+                "cpu_window_s": round(self.wall, 3)}  # fmt: skip
 
 
 def timed(
