@@ -31,6 +31,7 @@ TERMINAL = {"completed", "failed", "cancelled"}
 #: Client-side polling interval of job status (bounds the error of an end-to-end time).
 POLL_SECONDS = 0.1
 READY_MARK = "worker ready"
+IMPORT_MARK = '"msg": "import started"'
 
 
 class Proc:
@@ -198,6 +199,10 @@ class BenchService:
                 child_processes=len(child_pids(worker.pid)),
             ))  # fmt: skip
         return out
+
+    def imports_started(self) -> list[int]:
+        """How many imports each live worker has started (from its log): who did the work."""
+        return [w.log.read_text(errors="replace").count(IMPORT_MARK) for w in self.workers]
 
     # ---------------------------------------------------------------------------------- jobs
 

@@ -38,4 +38,5 @@ def test_two_files_at_once(benchmark: object, recorder: Recorder, database: Benc
                     rows=sum(h.valid for h in halves), worker_processes=workers,
                     job_duration_ms=[job["duration_ms"] for job in done],
                     peak_rss_mib=[round(m.peak_mib, 1) for m in memory],
+                    imports_per_worker=service.imports_started(),
                     **cpu.extra())  # fmt: skip
