@@ -186,12 +186,9 @@ def run_worker(settings: Settings) -> None:
     # to an idle worker instead of waiting behind the first (measured: 2 workers, 2 jobs, one
     # worker took both with Dramatiq's default prefetch of 2 per thread).
     worker = dramatiq.Worker(
-        broker,
-        queues={settings.queue_name},
-        worker_threads=1,
-        worker_timeout=250,
-        queue_prefetch=1,
+        broker, queues={settings.queue_name}, worker_threads=1, worker_timeout=250
     )
+    worker.queue_prefetch = 1  # read by the consumer threads that start() creates
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
