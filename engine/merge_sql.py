@@ -228,6 +228,13 @@ WITH up AS (
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"""
 
 
+def _insert_order(resource: Resource) -> str:
+    """Rows go in in the order of the first reference (else the primary key): the per-row
+    foreign-key checks then find the parent's index pages and row lock already at hand."""
+    first = resource.foreign_keys[0] if resource.foreign_keys else resource.column("id")
+    return _cast(first, "st")
+
+
 def fast_upsert(resource: Resource, job_id: str, mode: str, *, plain: bool = False) -> str:
     """The optimistic path for a clean batch (every row has an id, no key repeated within the
     batch): insert/update straight from staging and count what was applied. Any row that the
@@ -249,7 +256,8 @@ def fast_upsert(resource: Resource, job_id: str, mode: str, *, plain: bool = Fal
     return f"""
 WITH up AS (
     INSERT INTO {resource.table} ({", ".join(names)}, last_import_job)
-    SELECT {", ".join(values)}, {job} FROM {stage_table(resource)} st{conflict}
+    SELECT {", ".join(values)}, {job} FROM {stage_table(resource)} st
+    ORDER BY {_insert_order(resource)}{conflict}
     RETURNING (xmax = 0) AS inserted
 )
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), count(*) FROM up"""
