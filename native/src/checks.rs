@@ -386,7 +386,11 @@ pub fn word_count_value(v: Value<'_>) -> u32 {
 #[inline(always)]
 fn words_block<const K: usize>(v: Value<'_>, start: usize, word_before: u64) -> Option<(u32, u64)> {
     let (b, live) = v.block::<K>(start);
-    if b.range(0x80, 0xFF).bits() & live != 0 {
+    // Every non-ASCII White_Space character starts with 0xC2 (U+0085, U+00A0), 0xE1
+    // (U+1680) or 0xE2/0xE3 (U+2000.., U+3000): other non-ASCII bytes (accents, CJK,
+    // emoji, continuation bytes, invalid UTF-8) are word bytes, so only a block holding
+    // one of those lead bytes needs the character-by-character path.
+    if (b.eq(0xC2) | b.eq(0xE1) | b.range(0xE2, 0xE3)).bits() & live != 0 {
         return None;
     }
     let word = !(b.eq(b' ') | b.range(b'\t', b'\r')).bits() & live;
