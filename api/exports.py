@@ -14,12 +14,13 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from api.auth import authorize, check_job_limit, idempotency_key, principal_of
+from api.imports import _job_view
 from api.openapi import EXPORT_MEDIA, GZIP, NO_COMPRESSION, files, operation
 from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import ExportRequest, JobView
 from api.state import AppState
 from api.streaming import ClosingStream
-from api.views import download_url, job_view
+from api.views import job_view
 from engine import db, jobs, metrics
 from engine.export import (
     COMPRESSIONS,
@@ -240,14 +241,5 @@ class ExportController(Controller):
         responses=problem_responses(*GUARDED, 404),
     )
     def status(self, request: Request[Any, Any, Any], state: State, job_id: str) -> JobView:
-        app: AppState = state.app
-        job = app.sync(jobs.get, job_id, principal_of(request).owner_filter(), "export")
-        if job is None:
-            raise Problem(404, f"no export job {job_id}")
-        url = download_url(app, job) if job.status == "completed" and job.result_key else None
-        return job_view(
-            job,
-            base_url=app.settings.public_url,
-            download_url=url,
-            download_ttl=app.settings.download_url_ttl_seconds,
-        )
+        owner = principal_of(request).owner_filter()
+        return _job_view(state.app, job_id, "export", owner)

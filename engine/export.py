@@ -56,8 +56,9 @@ class ExportQuery:
 
     @property
     def bind_sql(self) -> str:
-        sets = ", ".join(f"set_config('{_setting(i)}', ${i}, true)"
-                         for i in range(1, len(self.params) + 1))
+        sets = ", ".join(
+            f"set_config('{_setting(i)}', ${i}, true)" for i in range(1, len(self.params) + 1)
+        )
         return f"SELECT {sets}"
 
 
@@ -73,9 +74,14 @@ class ExportSpec:
     formula_guard: bool
 
     def options(self) -> dict[str, Any]:
-        return {"resource": self.resource, "format": self.format, "fields": list(self.fields),
-                "filters": dict(sorted(self.filters.items())), "compression": self.compression,
-                "formula_guard": self.formula_guard}
+        return {
+            "resource": self.resource,
+            "format": self.format,
+            "fields": list(self.fields),
+            "filters": dict(sorted(self.filters.items())),
+            "compression": self.compression,
+            "formula_guard": self.formula_guard,
+        }
 
     @property
     def file_name(self) -> str:
@@ -186,24 +192,29 @@ def _condition(resource: Resource, flt: Filter, i: int) -> str:
     raise AssertionError(flt.op)
 
 
-def build_query(resource: Resource, fields: Sequence[str], filters: Mapping[str, str]
-                ) -> ExportQuery:
+def build_query(
+    resource: Resource, fields: Sequence[str], filters: Mapping[str, str]
+) -> ExportQuery:
     """The export query of already-normalised ``filters`` (see :func:`prepare`)."""
     by_name = {f.name: f for f in resource.filters}
     select = ", ".join(
         f"t.{n}::text AS {n}" if resource.column(n).kind is Kind.UUID else f"t.{n}" for n in fields
     )
-    conditions = [_condition(resource, by_name[name], i)
-                  for i, name in enumerate(filters, start=1)]
+    conditions = [_condition(resource, by_name[name], i) for i, name in enumerate(filters, start=1)]
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     sql = f"SELECT {select} FROM {resource.table} AS t{where} ORDER BY t.{resource.order_by}"
     return ExportQuery(tuple(fields), sql, tuple(filters.values()))
 
 
-def prepare(catalog: Mapping[str, Resource], resource: str | None, fmt: str | None = "ndjson",
-            fields: Sequence[str] | None = None, filters: Mapping[str, Any] | None = None,
-            compression: str | None = None, formula_guard: bool = True
-            ) -> tuple[ExportSpec, ExportQuery]:
+def prepare(
+    catalog: Mapping[str, Resource],
+    resource: str | None,
+    fmt: str | None = "ndjson",
+    fields: Sequence[str] | None = None,
+    filters: Mapping[str, Any] | None = None,
+    compression: str | None = None,
+    formula_guard: bool = True,
+) -> tuple[ExportSpec, ExportQuery]:
     """Validate a request against the declarations. Raises :class:`ExportRequestError`."""
     res = catalog[_choose("resource", resource, list(catalog))]
     fmt = _choose("format", (fmt or "ndjson").lower(), FORMATS)
@@ -215,34 +226,44 @@ def prepare(catalog: Mapping[str, Resource], resource: str | None, fmt: str | No
     chosen = tuple(fields) if fields else res.column_names
     unknown = [f for f in chosen if f not in res.column_map]
     if unknown:
-        raise ExportRequestError(f"unknown field {unknown[0]!r} for {res.name}; allowed: "
-                                 f"{', '.join(res.column_names)}")
+        raise ExportRequestError(
+            f"unknown field {unknown[0]!r} for {res.name}; allowed: {', '.join(res.column_names)}"
+        )
     if len(set(chosen)) != len(chosen):
         raise ExportRequestError("fields must not repeat a name")
     declared = {f.name: f for f in res.filters}
     normalised: dict[str, str] = {}
     for name in sorted(filters or {}):
         if name not in declared:
-            raise ExportRequestError(f"unknown filter {name!r} for {res.name}; allowed: "
-                                     f"{', '.join(declared)}")
+            raise ExportRequestError(
+                f"unknown filter {name!r} for {res.name}; allowed: {', '.join(declared)}"
+            )
         normalised[name] = _normalise(res, declared[name], (filters or {})[name])
     spec = ExportSpec(res.name, fmt, chosen, normalised, compression, formula_guard)
     return spec, build_query(res, chosen, normalised)
 
 
-def from_options(catalog: Mapping[str, Resource], options: Mapping[str, Any]
-                 ) -> tuple[ExportSpec, ExportQuery]:
+def from_options(
+    catalog: Mapping[str, Resource], options: Mapping[str, Any]
+) -> tuple[ExportSpec, ExportQuery]:
     """Rebuild what :meth:`ExportSpec.options` stored (an export job's options)."""
-    return prepare(catalog, options.get("resource"), options.get("format"), options.get("fields"),
-                   options.get("filters"), options.get("compression"),
-                   bool(options.get("formula_guard", True)))
+    return prepare(
+        catalog,
+        options.get("resource"),
+        options.get("format"),
+        options.get("fields"),
+        options.get("filters"),
+        options.get("compression"),
+        bool(options.get("formula_guard", True)),
+    )
 
 
 # ---------------------------------------------------------------- reading and encoding
 
 
-def export_batches(conn: Any, query: ExportQuery, *, batch_bytes: int = BATCH_BYTES
-                   ) -> Iterator[pl.DataFrame]:
+def export_batches(
+    conn: Any, query: ExportQuery, *, batch_bytes: int = BATCH_BYTES
+) -> Iterator[pl.DataFrame]:
     """The query's rows as polars frames of about ``batch_bytes``, from one read-only
     ``REPEATABLE READ`` snapshot on the (non-autocommit) ADBC connection ``conn``.
 

@@ -31,8 +31,9 @@ class _Stop(Exception):
         self.outcome = outcome
 
 
-def save_progress(conn: Any, job_id: str, worker: str, rows: int, size: int,
-                  lease_seconds: int) -> bool:
+def save_progress(
+    conn: Any, job_id: str, worker: str, rows: int, size: int, lease_seconds: int
+) -> bool:
     """Store rows/bytes so far and extend the lease. Returns cancel_requested; raises LeaseLost."""
     row = conn.execute(
         """UPDATE jobs SET processed = %s, bytes_read = %s, updated_at = now(),
@@ -60,21 +61,24 @@ def run_export(ctx: ImportContext, job_id: str) -> str:
         return "failed"
     key = f"exports/{job.id}/{spec.file_name}"
     began = last = time.monotonic()
-    log.info("export started", extra={"job_id": job.id, "resource": spec.resource,
-                                      "format": spec.format})
+    log.info(
+        "export started", extra={"job_id": job.id, "resource": spec.resource, "format": spec.format}
+    )
     save_progress(ctx.conn, job.id, ctx.worker, 0, 0, s.lease_seconds)
     # A connection of its own: an export left mid-COPY cannot be reused (see export_batches).
     bulk = db.connect_bulk(s.database_url)
-    encoded = Encoded(prefetch(export_batches(bulk, query)), spec.writer(),
-                      gzip=spec.compression == "gzip")
+    encoded = Encoded(
+        prefetch(export_batches(bulk, query)), spec.writer(), gzip=spec.compression == "gzip"
+    )
     try:
         with ctx.storage.writer(key) as out:
             for chunk in encoded:
                 out.write(chunk)
                 if time.monotonic() - last >= PROGRESS_SECONDS:
                     last = time.monotonic()
-                    if save_progress(ctx.conn, job.id, ctx.worker, encoded.rows, encoded.bytes,
-                                     s.lease_seconds):
+                    if save_progress(
+                        ctx.conn, job.id, ctx.worker, encoded.rows, encoded.bytes, s.lease_seconds
+                    ):
                         raise _Stop("cancelled")
                     if ctx.stopping.is_set():
                         raise _Stop("released")
@@ -93,14 +97,20 @@ def run_export(ctx: ImportContext, job_id: str) -> str:
         encoded.close()
         bulk.close()
     save_progress(ctx.conn, job.id, ctx.worker, encoded.rows, encoded.bytes, s.lease_seconds)
-    jobs.finish(ctx.conn, job.id, ctx.worker, "completed", result_key=key,
-                result_bytes=encoded.bytes)
+    jobs.finish(
+        ctx.conn, job.id, ctx.worker, "completed", result_key=key, result_bytes=encoded.bytes
+    )
     metrics.rows_exported(spec.resource, spec.format, encoded.rows)
     metrics.job_finished("export", "completed")
     elapsed = time.monotonic() - began
-    log.info("export completed", extra={
-        "job_id": job.id, "rows": encoded.rows, "bytes": encoded.bytes,
-        "seconds": round(elapsed, 3),
-        "rows_per_sec": round(encoded.rows / elapsed, 1) if elapsed else None,
-    })
+    log.info(
+        "export completed",
+        extra={
+            "job_id": job.id,
+            "rows": encoded.rows,
+            "bytes": encoded.bytes,
+            "seconds": round(elapsed, 3),
+            "rows_per_sec": round(encoded.rows / elapsed, 1) if elapsed else None,
+        },
+    )
     return "completed"

@@ -6,28 +6,33 @@ from typing import Any
 
 import psycopg
 import pytest
+from harness import Bulkio, make_token
 
 from engine.auth import create_token, revoke_token
-from harness import Bulkio, make_token
 
 pytestmark = pytest.mark.integration
 
-USERS = (b"id,email,name,role,created_at\n"
-         b"11111111-1111-4111-8111-111111111111,a@example.com,A,admin,2024-01-01T00:00:00Z\n")
+USERS = (
+    b"id,email,name,role,created_at\n"
+    b"11111111-1111-4111-8111-111111111111,a@example.com,A,admin,2024-01-01T00:00:00Z\n"
+)
 
 
 def upload(client: Any, key: str | None = None, data: bytes = USERS) -> Any:
     headers = {"Idempotency-Key": key} if key else {}
-    return client.post("/v1/imports", data={"resource": "users"},
-                       files={"file": ("u.csv", data)}, headers=headers)
+    return client.post(
+        "/v1/imports", data={"resource": "users"}, files={"file": ("u.csv", data)}, headers=headers
+    )
 
 
 def test_health_needs_no_token_but_every_v1_route_does(service: Bulkio) -> None:
     anonymous = service.client_for(None)
     assert anonymous.get("/health").status_code == 200
-    for method, path in [("GET", "/v1/jobs/00000000-0000-4000-8000-000000000000"),
-                         ("GET", "/v1/imports/00000000-0000-4000-8000-000000000000"),
-                         ("POST", "/v1/imports")]:
+    for method, path in [
+        ("GET", "/v1/jobs/00000000-0000-4000-8000-000000000000"),
+        ("GET", "/v1/imports/00000000-0000-4000-8000-000000000000"),
+        ("POST", "/v1/imports"),
+    ]:
         res = anonymous.request(method, path)
         assert res.status_code == 401, (path, res.text)
         assert res.headers["content-type"].startswith("application/problem+json")
@@ -57,9 +62,9 @@ def test_scopes_are_enforced(service: Bulkio, database_url: str) -> None:
 
 
 def test_jobs_and_reports_are_visible_only_to_their_owner_or_admin(
-        service: Bulkio, database_url: str) -> None:
-    alice = service.client_for(make_token(database_url, "alice", ["imports:write",
-                                                                  "imports:read"]))
+    service: Bulkio, database_url: str
+) -> None:
+    alice = service.client_for(make_token(database_url, "alice", ["imports:write", "imports:read"]))
     bob = service.client_for(make_token(database_url, "bob", ["imports:write", "imports:read"]))
     job_id = upload(alice).json()["job_id"]
     service.wait(job_id)
@@ -82,12 +87,14 @@ def test_idempotency_keys_are_scoped_per_owner(service: Bulkio, database_url: st
 
 
 def test_rate_limit_is_per_token_and_ignores_forwarded_headers(
-        service: Bulkio, database_url: str) -> None:
+    service: Bulkio, database_url: str
+) -> None:
     token = make_token(database_url, "erin", ["imports:read"], requests_per_minute=3)
     client = service.client_for(token)
     path = "/v1/jobs/00000000-0000-4000-8000-000000000000"
-    codes = [client.get(path, headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code
-             for i in range(5)]
+    codes = [
+        client.get(path, headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code for i in range(5)
+    ]
     assert codes[:3] == [404, 404, 404]
     assert codes[3:] == [429, 429]
     res = client.get(path)
@@ -96,14 +103,16 @@ def test_rate_limit_is_per_token_and_ignores_forwarded_headers(
     assert other.get(path).status_code == 404  # a different token has its own budget
 
 
-def test_running_jobs_limit_per_token(service: Bulkio, database_url: str,
-                                      db: psycopg.Connection[Any]) -> None:
+def test_running_jobs_limit_per_token(
+    service: Bulkio, database_url: str, db: psycopg.Connection[Any]
+) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         token_id, token = create_token(conn, "frank", ["imports:write"], max_running_jobs=1)
     db.execute(
         "INSERT INTO jobs (id, kind, resource, format, owner, token_id, status) "
         "VALUES (gen_random_uuid(), 'import', 'users', 'csv', 'frank', %s, 'running')",
-        (token_id,))
+        (token_id,),
+    )
     res = upload(service.client_for(token))
     assert res.status_code == 429
     assert res.headers["retry-after"] == "5"

@@ -30,8 +30,9 @@ USERS = 60_000  # ~13 MB of NDJSON: more than one 8 MiB part of the multipart up
 
 
 @pytest.fixture(scope="module")
-def s3_bulkio(pg_server: Any, redis_server: Any, s3_server: Any,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Bulkio, str]]:
+def s3_bulkio(
+    pg_server: Any, redis_server: Any, s3_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Bulkio, str]]:
     url = pg_server.create_database()
     migrate(url)
     env = {
@@ -49,12 +50,16 @@ def s3_bulkio(pg_server: Any, redis_server: Any, s3_server: Any,
 
 
 def test_export_job_uploads_to_s3_and_presigns_a_short_lived_url(
-        s3_bulkio: tuple[Bulkio, str], s3_server: Any) -> None:
+    s3_bulkio: tuple[Bulkio, str], s3_server: Any
+) -> None:
     service, url = s3_bulkio
     with psycopg.connect(url, autocommit=True) as db:
-        db.execute("INSERT INTO users (id, email, name, role, created_at) "
-                   "SELECT md5('s' || g)::uuid, 's' || g || '@example.com', 'S3 user ' || g, "
-                   "'reader', now() FROM generate_series(1, %s) g", (USERS,))
+        db.execute(
+            "INSERT INTO users (id, email, name, role, created_at) "
+            "SELECT md5('s' || g)::uuid, 's' || g || '@example.com', 'S3 user ' || g, "
+            "'reader', now() FROM generate_series(1, %s) g",
+            (USERS,),
+        )
         ids = [str(r[0]) for r in db.execute("SELECT id FROM users ORDER BY id")]
     res = service.client.post("/v1/exports", json={"resource": "users", "format": "ndjson"})
     assert res.status_code == 202, res.text
@@ -90,10 +95,16 @@ def test_export_job_uploads_to_s3_and_presigns_a_short_lived_url(
 
 def test_gzip_export_job_on_s3(s3_bulkio: tuple[Bulkio, str]) -> None:
     service, _ = s3_bulkio
-    body = {"resource": "users", "format": "json", "compression": "gzip", "fields": ["id"],
-            "filters": {"role": "reader", "ids": ["4ec1ad06-a1a4-4b3e-8d8c-1f0e4a3a0e7e"]}}
-    job = service.wait(service.client.post("/v1/exports", json=body).json()["job_id"],
-                       kind="exports")
+    body = {
+        "resource": "users",
+        "format": "json",
+        "compression": "gzip",
+        "fields": ["id"],
+        "filters": {"role": "reader", "ids": ["4ec1ad06-a1a4-4b3e-8d8c-1f0e4a3a0e7e"]},
+    }
+    job = service.wait(
+        service.client.post("/v1/exports", json=body).json()["job_id"], kind="exports"
+    )
     assert job["status"] == "completed" and job["file_name"] == "users.json.gz", job
     with httpx.Client() as anonymous:
         data = anonymous.get(job["download_url"]).content

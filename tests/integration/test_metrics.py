@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from harness import Bulkio
 
 pytestmark = pytest.mark.integration
 
-USERS = (b"id,email,name,role,created_at\n"
-         b"11111111-1111-4111-8111-111111111111,a@example.com,A,admin,2024-01-01T00:00:00Z\n"
-         b"22222222-2222-4222-8222-222222222222,bad-email,B,admin,2024-01-01T00:00:00Z\n")
+USERS = (
+    b"id,email,name,role,created_at\n"
+    b"11111111-1111-4111-8111-111111111111,a@example.com,A,admin,2024-01-01T00:00:00Z\n"
+    b"22222222-2222-4222-8222-222222222222,bad-email,B,admin,2024-01-01T00:00:00Z\n"
+)
 
 
 def value(text: str, name: str, labels: str) -> float:
@@ -28,10 +29,16 @@ def test_metrics_count_rows_jobs_and_queue(service: Bulkio) -> None:
     assert res.status_code == 200
     text = res.text
     name = 'resource="users"'
-    assert value(text, "bulkio_rows_imported_total", name) - value(
-        before, "bulkio_rows_imported_total", name) == 1
-    assert value(text, "bulkio_rows_rejected_total", name) - value(
-        before, "bulkio_rows_rejected_total", name) == 1
+    assert (
+        value(text, "bulkio_rows_imported_total", name)
+        - value(before, "bulkio_rows_imported_total", name)
+        == 1
+    )
+    assert (
+        value(text, "bulkio_rows_rejected_total", name)
+        - value(before, "bulkio_rows_rejected_total", name)
+        == 1
+    )
     assert value(text, "bulkio_batch_seconds_count", name) >= 1
     assert value(text, "bulkio_jobs", 'kind="import",status="completed"') == 1
     assert "bulkio_queue_depth" in text

@@ -50,49 +50,104 @@ def test_fields_keep_the_given_order() -> None:
 @pytest.mark.parametrize(
     ("resource", "filters", "condition", "params"),
     [
-        ("users", {"role": "Editor"}, "t.role = current_setting('bulkio.export_p1')::text",
-         ("editor",)),
-        ("users", {"active": "FALSE"}, "t.active = current_setting('bulkio.export_p1')::boolean",
-         ("false",)),
-        ("users", {"active": True}, "t.active = current_setting('bulkio.export_p1')::boolean",
-         ("true",)),
-        ("users", {"email_domain": "@Example.COM"},
-         "right(lower(t.email), length(current_setting('bulkio.export_p1')) + 1) = "
-         "'@' || current_setting('bulkio.export_p1')", ("example.com",)),
-        ("users", {"created_after": "2024-03-01"},
-         "t.created_at >= current_setting('bulkio.export_p1')::timestamptz",
-         ("2024-03-01T00:00:00+00:00",)),
-        ("users", {"created_before": "2024-03-01T12:00:00+02:00"},
-         "t.created_at < current_setting('bulkio.export_p1')::timestamptz",
-         ("2024-03-01T12:00:00+02:00",)),
-        ("users", {"updated_since": "2024-03-01T12:00:00Z"},
-         "t.updated_at >= current_setting('bulkio.export_p1')::timestamptz",
-         ("2024-03-01T12:00:00+00:00",)),
-        ("users", {"ids": f"{UID}, {UID.lower()}"},
-         "t.id = ANY(ARRAY(SELECT jsonb_array_elements_text("
-         "current_setting('bulkio.export_p1')::jsonb))::uuid[])",
-         (json.dumps([UID.lower(), UID.lower()]),)),
-        ("comments", {"ids": ["cm_a", "x'); DROP TABLE users; --"]},
-         "t.id = ANY(ARRAY(SELECT jsonb_array_elements_text("
-         "current_setting('bulkio.export_p1')::jsonb))::text[])",
-         (json.dumps(["cm_a", "x'); DROP TABLE users; --"]),)),
-        ("articles", {"tag": "it's"}, "current_setting('bulkio.export_p1') = ANY(t.tags)",
-         ("it's",)),
-        ("articles", {"author_id": UID}, "t.author_id = current_setting('bulkio.export_p1')::uuid",
-         (UID.lower(),)),
-        ("articles", {"status": "draft"}, "t.status = current_setting('bulkio.export_p1')::text",
-         ("draft",)),
-        ("articles", {"published_after": "2024-01-01T00:00:00Z"},
-         "t.published_at >= current_setting('bulkio.export_p1')::timestamptz",
-         ("2024-01-01T00:00:00+00:00",)),
-        ("comments", {"article_id": UID},
-         "t.article_id = current_setting('bulkio.export_p1')::uuid", (UID.lower(),)),
-        ("comments", {"user_id": UID}, "t.user_id = current_setting('bulkio.export_p1')::uuid",
-         (UID.lower(),)),
+        (
+            "users",
+            {"role": "Editor"},
+            "t.role = current_setting('bulkio.export_p1')::text",
+            ("editor",),
+        ),
+        (
+            "users",
+            {"active": "FALSE"},
+            "t.active = current_setting('bulkio.export_p1')::boolean",
+            ("false",),
+        ),
+        (
+            "users",
+            {"active": True},
+            "t.active = current_setting('bulkio.export_p1')::boolean",
+            ("true",),
+        ),
+        (
+            "users",
+            {"email_domain": "@Example.COM"},
+            "right(lower(t.email), length(current_setting('bulkio.export_p1')) + 1) = "
+            "'@' || current_setting('bulkio.export_p1')",
+            ("example.com",),
+        ),
+        (
+            "users",
+            {"created_after": "2024-03-01"},
+            "t.created_at >= current_setting('bulkio.export_p1')::timestamptz",
+            ("2024-03-01T00:00:00+00:00",),
+        ),
+        (
+            "users",
+            {"created_before": "2024-03-01T12:00:00+02:00"},
+            "t.created_at < current_setting('bulkio.export_p1')::timestamptz",
+            ("2024-03-01T12:00:00+02:00",),
+        ),
+        (
+            "users",
+            {"updated_since": "2024-03-01T12:00:00Z"},
+            "t.updated_at >= current_setting('bulkio.export_p1')::timestamptz",
+            ("2024-03-01T12:00:00+00:00",),
+        ),
+        (
+            "users",
+            {"ids": f"{UID}, {UID.lower()}"},
+            "t.id = ANY(ARRAY(SELECT jsonb_array_elements_text("
+            "current_setting('bulkio.export_p1')::jsonb))::uuid[])",
+            (json.dumps([UID.lower(), UID.lower()]),),
+        ),
+        (
+            "comments",
+            {"ids": ["cm_a", "x'); DROP TABLE users; --"]},
+            "t.id = ANY(ARRAY(SELECT jsonb_array_elements_text("
+            "current_setting('bulkio.export_p1')::jsonb))::text[])",
+            (json.dumps(["cm_a", "x'); DROP TABLE users; --"]),),
+        ),
+        (
+            "articles",
+            {"tag": "it's"},
+            "current_setting('bulkio.export_p1') = ANY(t.tags)",
+            ("it's",),
+        ),
+        (
+            "articles",
+            {"author_id": UID},
+            "t.author_id = current_setting('bulkio.export_p1')::uuid",
+            (UID.lower(),),
+        ),
+        (
+            "articles",
+            {"status": "draft"},
+            "t.status = current_setting('bulkio.export_p1')::text",
+            ("draft",),
+        ),
+        (
+            "articles",
+            {"published_after": "2024-01-01T00:00:00Z"},
+            "t.published_at >= current_setting('bulkio.export_p1')::timestamptz",
+            ("2024-01-01T00:00:00+00:00",),
+        ),
+        (
+            "comments",
+            {"article_id": UID},
+            "t.article_id = current_setting('bulkio.export_p1')::uuid",
+            (UID.lower(),),
+        ),
+        (
+            "comments",
+            {"user_id": UID},
+            "t.user_id = current_setting('bulkio.export_p1')::uuid",
+            (UID.lower(),),
+        ),
     ],
 )
 def test_each_filter_becomes_a_typed_condition_over_a_bound_value(
-        resource: str, filters: dict[str, object], condition: str, params: tuple[str, ...]) -> None:
+    resource: str, filters: dict[str, object], condition: str, params: tuple[str, ...]
+) -> None:
     _, query = prepare(CAT, resource, filters=filters)
     assert f" WHERE {condition} ORDER BY t.id" in query.sql
     assert query.params == params
@@ -103,11 +158,14 @@ def test_each_filter_becomes_a_typed_condition_over_a_bound_value(
 
 def test_several_filters_are_anded_in_name_order_with_one_setting_each() -> None:
     _, query = prepare(CAT, "users", filters={"role": "admin", "active": "true"})
-    assert "t.active = current_setting('bulkio.export_p1')::boolean AND " \
-           "t.role = current_setting('bulkio.export_p2')::text" in query.sql
+    assert (
+        "t.active = current_setting('bulkio.export_p1')::boolean AND "
+        "t.role = current_setting('bulkio.export_p2')::text" in query.sql
+    )
     assert query.params == ("true", "admin")
-    assert query.bind_sql == ("SELECT set_config('bulkio.export_p1', $1, true), "
-                              "set_config('bulkio.export_p2', $2, true)")
+    assert query.bind_sql == (
+        "SELECT set_config('bulkio.export_p1', $1, true), set_config('bulkio.export_p2', $2, true)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,26 +175,38 @@ def test_several_filters_are_anded_in_name_order_with_one_setting_each() -> None
         ({"resource": None}, "resource must be one of users, articles, comments; got None"),
         ({"resource": "users", "fmt": "xml"}, "format must be one of csv, ndjson, json, parquet"),
         ({"resource": "users", "compression": "zstd"}, "compression must be one of gzip"),
-        ({"resource": "users", "fields": ["id", "password"]},
-         "unknown field 'password' for users; allowed: id, email, name, role, active, "
-         "created_at, updated_at"),
+        (
+            {"resource": "users", "fields": ["id", "password"]},
+            "unknown field 'password' for users; allowed: id, email, name, role, active, "
+            "created_at, updated_at",
+        ),
         ({"resource": "users", "fields": ["id", "id"]}, "fields must not repeat a name"),
-        ({"resource": "comments", "filters": {"updated_since": "2024-01-01"}},
-         "unknown filter 'updated_since' for comments; allowed: ids, article_id, user_id, "
-         "created_after, created_before"),
-        ({"resource": "users", "filters": {"role": "boss"}},
-         "filter 'role' must be one of admin, author, editor, reader, viewer; got 'boss'"),
-        ({"resource": "users", "filters": {"active": "maybe"}},
-         "filter 'active' must be true or false; got 'maybe'"),
-        ({"resource": "users", "filters": {"created_after": "yesterday"}},
-         "filter 'created_after': 'yesterday' is not an ISO-8601 timestamp"),
+        (
+            {"resource": "comments", "filters": {"updated_since": "2024-01-01"}},
+            "unknown filter 'updated_since' for comments; allowed: ids, article_id, user_id, "
+            "created_after, created_before",
+        ),
+        (
+            {"resource": "users", "filters": {"role": "boss"}},
+            "filter 'role' must be one of admin, author, editor, reader, viewer; got 'boss'",
+        ),
+        (
+            {"resource": "users", "filters": {"active": "maybe"}},
+            "filter 'active' must be true or false; got 'maybe'",
+        ),
+        (
+            {"resource": "users", "filters": {"created_after": "yesterday"}},
+            "filter 'created_after': 'yesterday' is not an ISO-8601 timestamp",
+        ),
         ({"resource": "users", "filters": {"ids": "a,b"}}, "filter 'ids': 'a' is not a UUID"),
         ({"resource": "users", "filters": {"ids": " , "}}, "filter 'ids': the list is empty"),
         ({"resource": "users", "filters": {"ids": "[1, 2]"}}, "filter 'ids': give a list"),
         ({"resource": "articles", "filters": {"tag": ""}}, "filter 'tag': give one non-empty"),
         ({"resource": "articles", "filters": {"tag": ["a", "b"]}}, "filter 'tag': give one"),
-        ({"resource": "articles", "filters": {"author_id": "42"}},
-         "filter 'author_id': '42' is not a UUID"),
+        (
+            {"resource": "articles", "filters": {"author_id": "42"}},
+            "filter 'author_id': '42' is not a UUID",
+        ),
     ],
 )
 def test_bad_requests_name_what_is_allowed(kwargs: dict[str, object], message: str) -> None:
@@ -146,8 +216,9 @@ def test_bad_requests_name_what_is_allowed(kwargs: dict[str, object], message: s
 
 
 def test_options_round_trip_through_a_job_and_name_the_file() -> None:
-    spec, query = prepare(CAT, "users", "CSV", ["email"], {"role": "admin", "ids": [UID]},
-                          "GZIP", formula_guard=False)
+    spec, query = prepare(
+        CAT, "users", "CSV", ["email"], {"role": "admin", "ids": [UID]}, "GZIP", formula_guard=False
+    )
     stored = json.loads(json.dumps(spec.options()))
     again, query2 = from_options(CAT, stored)
     assert again == spec and query2 == query
