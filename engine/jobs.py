@@ -213,14 +213,17 @@ def claim(
     conn: psycopg.Connection[Any], job_id: str, worker: str, lease_seconds: int, max_attempts: int
 ) -> Job | None:
     """Take the job's lease if it is free and it has attempts left; a job whose lease is free but
-    whose attempts are used up is failed instead (``attempts`` counts claims, in PostgreSQL)."""
+    whose attempts are used up is failed instead. ``attempts`` counts every claim;
+    ``stalled_attempts`` the claims since the last committed batch, and is what the limit bounds."""
     free = "(lease_expires IS NULL OR lease_expires < now() OR lease_owner = %s)"
     row = _one(
         conn,
         f"""UPDATE jobs SET status = 'running', lease_owner = %s, attempts = attempts + 1,
+               stalled_attempts = stalled_attempts + 1,
                lease_expires = now() + make_interval(secs => %s),
                started_at = coalesce(started_at, now()), updated_at = now()
-           WHERE id = %s AND status IN ('queued', 'running') AND {free} AND attempts < %s
+           WHERE id = %s AND status IN ('queued', 'running') AND {free}
+             AND stalled_attempts < %s
            RETURNING *""",
         (worker, lease_seconds, job_id, worker, max_attempts),
     )
@@ -229,9 +232,10 @@ def claim(
     conn.execute(
         f"""UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_expires = NULL,
                finished_at = now(), updated_at = now(), total_records = processed,
-               error = 'gave up after ' || attempts || ' attempts; last error: '
+               error = 'gave up after ' || stalled_attempts || ' attempts; last error: '
                        || coalesce(error, 'worker lost')
-           WHERE id = %s AND status IN ('queued', 'running') AND {free} AND attempts >= %s""",
+           WHERE id = %s AND status IN ('queued', 'running') AND {free}
+             AND stalled_attempts >= %s""",
         (job_id, worker, max_attempts),
     )
     return None
@@ -250,7 +254,8 @@ def release(conn: psycopg.Connection[Any], job_id: str, worker: str) -> None:
     """Give the job back (graceful shutdown); the checkpoint stays, another worker resumes."""
     conn.execute(
         "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires = NULL, "
-        "attempts = greatest(attempts - 1, 0), updated_at = now() "
+        "attempts = greatest(attempts - 1, 0), "
+        "stalled_attempts = greatest(stalled_attempts - 1, 0), updated_at = now() "
         "WHERE id = %s AND lease_owner = %s AND status = 'running'",
         (job_id, worker),
     )
@@ -315,9 +320,9 @@ def due_for_requeue(
         conn.execute(
             """UPDATE jobs SET status = 'failed', finished_at = now(), updated_at = now(),
                    lease_owner = NULL, lease_expires = NULL, total_records = processed,
-                   error = 'gave up after ' || attempts || ' attempts; last error: '
+                   error = 'gave up after ' || stalled_attempts || ' attempts; last error: '
                            || coalesce(error, 'worker lost')
-               WHERE status = 'running' AND lease_expires < now() AND attempts >= %s""",
+               WHERE status = 'running' AND lease_expires < now() AND stalled_attempts >= %s""",
             (max_attempts,),
         )
         # FOR NO KEY UPDATE, not FOR UPDATE: a batch transaction holds FOR KEY SHARE on its job

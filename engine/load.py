@@ -65,7 +65,8 @@ _CHECKPOINT = """
 UPDATE jobs SET next_batch = $1, next_offset = $2, next_row = $3, next_lines = $4,
     processed = processed + $5, successful = successful + $6, failed = failed + $7,
     error_count = error_count + $8, inserted = inserted + $9, updated = updated + $10,
-    bytes_read = $11, lease_expires = now() + make_interval(secs => $12), updated_at = now()
+    bytes_read = $11, lease_expires = now() + make_interval(secs => $12), updated_at = now(),
+    stalled_attempts = 0
 WHERE id = $13::uuid AND lease_owner = $14 AND next_batch = $15 AND status = 'running'
 RETURNING cancel_requested
 """

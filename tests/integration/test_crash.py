@@ -54,3 +54,26 @@ def test_sigkill_mid_import_resumes_exactly_once(
         (job_id,),
     ).fetchall()
     assert sorted(errors, key=lambda e: (e[0], e[2] or "")) == [tuple(e) for e in expected.errors]
+
+
+def test_a_job_that_keeps_progressing_survives_more_kills_than_max_attempts(
+    service: Bulkio, db: psycopg.Connection[Any], datadir: Path
+) -> None:
+    """4 SIGKILLs (BULKIO_MAX_ATTEMPTS is 3), each after the job committed more batches: the limit
+    counts claims without progress, so the job still completes, every valid row exactly once."""
+    path, expected = make(datadir, "users", "csv", 60_000, seed=4)
+    job_id = service.upload(path, "users").json()["job_id"]
+    progress = 0
+    for _ in range(4):
+        progress = _wait_for_progress(service, job_id, progress + 2_000)
+        for worker in service.workers:
+            worker.signal(signal.SIGKILL)
+            worker.stop()
+        service.workers = []
+        service.start_worker()
+    job = service.wait(job_id, timeout=180)
+    assert job["status"] == "completed", job
+    assert job["attempts"] >= 5
+    assert (job["processed"], job["successful"]) == (expected.total_records, expected.successful)
+    total, distinct = db.execute("SELECT count(*), count(DISTINCT id) FROM users").fetchone()
+    assert total == distinct == expected.successful
