@@ -8,6 +8,7 @@ Keys, uniqueness and foreign keys are *not* decided here but in PostgreSQL (``en
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import polars as pl
@@ -107,7 +108,14 @@ def parse_tags(raw: pl.Series) -> tuple[pl.Series, pl.Series]:
         # its own JSON decoder then refuses: escape them again (rare, so only when present).
         for code in range(0x20):
             candidates = candidates.str.replace_all(chr(code), f"\\u{code:04x}", literal=True)
-    decoded = candidates.str.json_decode(pl.List(pl.String))
+    try:
+        decoded = candidates.str.json_decode(pl.List(pl.String))
+    except pl.exceptions.ComputeError:
+        # polars re-serialises NDJSON arrays without escaping backslashes, so a tag holding
+        # one can make the column undecodable: decode value by value (rare) and reject those
+        # that still fail, rather than failing the whole job.
+        decoded = pl.Series([_json_tags(v) for v in candidates.to_list()], dtype=pl.List(pl.String))
+    undecodable = candidates.is_not_null() & decoded.is_null()
     piped = s.str.split("|")
     tags = pl.select(
         pl.when(s.is_null() | (s == ""))
@@ -121,10 +129,21 @@ def parse_tags(raw: pl.Series) -> tuple[pl.Series, pl.Series]:
     has_nul = tags.list.eval(pl.element().str.contains("\x00", literal=True)).list.any()
     ok = (
         ~(is_json & ~json_ok).fill_null(False)
+        & ~undecodable
         & ~has_empty.fill_null(False)
         & ~has_nul.fill_null(False)
     )
     return tags.alias(raw.name), ok
+
+
+def _json_tags(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    try:
+        tags = json.loads(value)
+    except ValueError:
+        return None
+    return tags if all(isinstance(t, str) for t in tags) else None
 
 
 def _false(n: int) -> pl.Series:

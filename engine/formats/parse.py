@@ -406,7 +406,38 @@ def parse_json_lines(
     if not frames:
         return Parsed(_empty(columns), errors, int(solid.sum()))
     frame = _conform(pl.concat(frames, how="vertical_relaxed"), columns)
+    frame = _reencode_nested(frame, data, geo, np.flatnonzero(good))
     return Parsed(_numbered(frame, rows[good], geo.lines[good]), errors, int(solid.sum()))
+
+
+def _reencode_nested(
+    frame: pl.DataFrame, data: bytes, geo: Layout, records: np.ndarray
+) -> pl.DataFrame:
+    """polars hands nested values (arrays, objects) back as JSON text without escaping
+    backslashes or control characters, which is ambiguous (``["\\"]`` could be one backslash or
+    two). The few values holding a backslash are re-encoded from the record itself."""
+    fixes: list[pl.Series] = []
+    for name in frame.columns:
+        col = frame.get_column(name)
+        nested = col.str.starts_with("[") | col.str.starts_with("{")
+        suspects = np.flatnonzero((nested & col.str.contains("\\", literal=True)).fill_null(False))
+        if not len(suspects):
+            continue
+        values = col.to_list()
+        view = memoryview(data)
+        for i in suspects.tolist():  # only values holding a backslash: rare
+            r = int(records[i])
+            try:
+                value = json.loads(
+                    bytes(view[int(geo.starts[r]) : int(geo.ends[r])]).strip().rstrip(b",")
+                )
+            except ValueError:
+                continue
+            original = value.get(name) if isinstance(value, dict) else None
+            if isinstance(original, list | dict):
+                values[i] = json.dumps(original, ensure_ascii=False)
+        fixes.append(pl.Series(name, values, dtype=pl.String))
+    return frame.with_columns(fixes) if fixes else frame
 
 
 def json_keys(block: Block, *, array: bool, limit: int = KEY_SAMPLE) -> set[str]:

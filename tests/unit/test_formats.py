@@ -238,3 +238,12 @@ def test_byte_bounded_batches_are_deterministic_and_resumable(chunk, batch_bytes
     assert all(b.rows <= 10 for b in got)
     for k, batch in enumerate(reference[:-1]):
         assert [b.after for b in run(start=batch.after)] == [b.after for b in reference[k + 1 :]]
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_nested_values_with_backslashes_come_back_exact(fmt):
+    tags = ["a\\b", "\\", "\\\\", 'q"uote', "\\ò", "tab\there"]
+    line = json.dumps({"id": "1", "name": tags}).encode()
+    data = (b"[\n" + line + b"\n]\n") if fmt == "json" else line + b"\n"
+    got = rows_of(read(data, fmt))[0]["name"]
+    assert json.loads(got) == tags

@@ -140,3 +140,11 @@ def test_tags_with_control_characters_decode():
     tags, ok = parse_tags(pl.Series(['["\x14u", "a\tb"]', '["x"]']))
     assert tags.to_list() == [["\x14u", "a\tb"], ["x"]]
     assert ok.to_list() == [True, True]
+
+
+def test_tags_that_polars_cannot_decode_are_rejected_not_fatal():
+    # polars re-serialises NDJSON arrays without escaping a backslash: '["\\ò"]' with one
+    # backslash is invalid JSON; it must become an invalid_format row, not fail the batch.
+    tags, ok = parse_tags(pl.Series(['["\\ò"]', '["fine"]']))
+    assert tags.to_list()[1] == ["fine"]
+    assert ok.to_list() == [False, True]
