@@ -2,7 +2,7 @@
 benchmarks replace between runs (a fresh worker per measured import, so its peak RSS belongs to
 that import alone).
 
-Processes are started as ``tests/integration/harness.py`` starts them; what differs is that
+Processes are ``tests/integration/harness.py``'s ``Proc``; what differs is that
 uploads stream a file object (1M-row files never enter this process's memory), that the worker
 set can be replaced, and that the client token is exempt from the per-token rate limit (the
 benchmark polls job status).
@@ -11,9 +11,6 @@ benchmark polls job status).
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -23,6 +20,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from harness import Proc
 from inputs import DataFile
 from servers import free_port
 
@@ -32,47 +30,6 @@ TERMINAL = {"completed", "failed", "cancelled"}
 POLL_SECONDS = 0.1
 READY_MARK = "worker ready"
 IMPORT_MARK = '"msg": "import started"'
-
-
-class Proc:
-    """A child process (own session, output in a log file)."""
-
-    def __init__(self, argv: list[str], env: Mapping[str, str], log: Path) -> None:
-        self.log = log
-        self._fh = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            argv,
-            env=dict(env),
-            cwd=ROOT,
-            stdout=self._fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 60) -> None:
-        if self._fh.closed:
-            return
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._fh.close()
-
-    def tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
 
 
 def api_token(database_url: str) -> str | None:

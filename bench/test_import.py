@@ -7,6 +7,8 @@ process, whose peak RSS is recorded too.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from database import PARENTS, BenchDatabase
 from inputs import IMPORT_FORMATS, DataFile, data_file
@@ -25,6 +27,22 @@ def prepare(database: BenchDatabase, resource: str) -> None:
         database.ensure_loaded(data_file(parent, "csv", ROWS, plain_csv=True))
     database.empty(resource)
     database.settle(PARENTS[resource])
+
+
+def measured_import(benchmark: object, database: BenchDatabase, service: BenchService,
+                    resource: str, upload: DataFile) -> tuple[Any, float, Any, Any]:  # fmt: skip
+    """One timed end-to-end import by a single fresh worker into an empty table, checked; returns
+    (job, seconds, others' CPU, the worker's memory)."""
+
+    def setup() -> None:
+        prepare(database, resource)
+        service.set_workers(1)
+
+    job, seconds, cpu = timed(benchmark, lambda: service.import_file(upload), setup=setup)
+    check_import(database, service, job, upload)
+    assert database.count(resource) == upload.valid
+    (memory,) = service.worker_memory()
+    return job, seconds, cpu, memory
 
 
 def check_import(database: BenchDatabase, service: BenchService, job: dict[str, object],
@@ -50,15 +68,7 @@ def test_import(benchmark: object, recorder: Recorder, database: BenchDatabase,
         return
 
     upload = data_file(resource, IMPORT_FORMATS[resource], ROWS)
-
-    def setup() -> None:
-        prepare(database, resource)
-        service.set_workers(1)
-
-    job, seconds, cpu = timed(benchmark, lambda: service.import_file(upload), setup=setup)
-    check_import(database, service, job, upload)
-    assert database.count(resource) == upload.valid
-    (memory,) = service.worker_memory()
+    job, seconds, cpu, memory = measured_import(benchmark, database, service, resource, upload)
     recorder.record(f"import.{resource}.bulkio", seconds, rows=upload.valid,
                     job_duration_ms=job["duration_ms"], job_rows_per_sec=job["rows_per_sec"],
                     file_bytes=upload.path.stat().st_size, **cpu.extra())  # fmt: skip

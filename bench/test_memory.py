@@ -14,8 +14,7 @@ from database import BenchDatabase
 from inputs import IMPORT_FORMATS, data_file
 from report import Recorder
 from service import BenchService
-from test_import import check_import, prepare
-from timing import timed
+from test_import import measured_import
 
 ROWS = 100_000
 
@@ -25,15 +24,7 @@ ROWS = 100_000
 def test_worker_rss_100k(benchmark: object, recorder: Recorder, database: BenchDatabase,
                          service: BenchService, resource: str) -> None:  # fmt: skip
     upload = data_file(resource, IMPORT_FORMATS[resource], ROWS)
-
-    def setup() -> None:
-        prepare(database, resource)
-        service.set_workers(1)
-
-    job, seconds, cpu = timed(benchmark, lambda: service.import_file(upload), setup=setup)
-    check_import(database, service, job, upload)
-    assert database.count(resource) == upload.valid
-    (memory,) = service.worker_memory()
+    job, seconds, cpu, memory = measured_import(benchmark, database, service, resource, upload)
     recorder.record(f"import.{resource}.100k.bulkio", seconds, rows=upload.valid,
                     job_duration_ms=job["duration_ms"], **cpu.extra())  # fmt: skip
     recorder.record(f"rss.{resource}.100k", memory.peak_mib, **memory.extra())
