@@ -241,7 +241,34 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class PostgresServer:
+class _Server:
+    """What the three servers share: a child process, a temporary directory, a context manager.
+    Subclasses set ``_proc``/``base_dir`` in ``start()`` and how to stop the process."""
+
+    _proc: _Process | None
+    base_dir: Path | None
+    #: Signal and grace period of stop(); SIGKILL where there is nothing to save.
+    _stop_signal: int = signal.SIGTERM
+    _stop_timeout: float = 30.0
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.stop(self._stop_signal, timeout=self._stop_timeout)
+            self._proc = None
+        _rmtree(self.base_dir)
+        self.base_dir = None
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class PostgresServer(_Server):
     """A private PostgreSQL cluster (``initdb`` into a temporary directory).
 
     Tuned for tests, not durability (``fsync=off`` etc.): never point it at data you want to keep.
@@ -377,19 +404,11 @@ class PostgresServer:
             return False
         return len(lines) >= 8 and lines[7].strip() == "ready" and _port_open(self.port)
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            # SIGINT = fast shutdown (no checkpoint wait for sessions to end).
-            self._proc.stop(signal.SIGINT, timeout=30)
-            self._proc = None
-        _rmtree(self.base_dir)
-        self.base_dir = None
+    #: SIGINT = fast shutdown (no checkpoint wait for sessions to end).
+    _stop_signal = signal.SIGINT
 
     def __enter__(self) -> PostgresServer:
         return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # -- URLs and databases
 
@@ -442,7 +461,7 @@ def _redis_command(port: int, *args: str, timeout: float = 5.0) -> bytes:
     return reply.strip()
 
 
-class RedisServer:
+class RedisServer(_Server):
     """A private ``redis-server`` (no persistence unless :meth:`restart` is asked to keep data)."""
 
     def __init__(
@@ -545,24 +564,16 @@ class RedisServer:
         finally:
             self._fixed_port = fixed
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop(signal.SIGKILL)  # throwaway data: nothing to save
-            self._proc = None
-        _rmtree(self.base_dir)
-        self.base_dir = None
+    _stop_signal = signal.SIGKILL  # throwaway data: nothing to save
 
     def __enter__(self) -> RedisServer:
         return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 # -------------------------------------------------------------------------------- S3 (moto)
 
 
-class S3Server:
+class S3Server(_Server):
     """moto's S3 in server mode (a ``python -m moto.server`` subprocess), with one bucket."""
 
     def __init__(
@@ -679,18 +690,10 @@ class S3Server:
             pass
         self.create_bucket()
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop(signal.SIGTERM, timeout=10)
-            self._proc = None
-        _rmtree(self.base_dir)
-        self.base_dir = None
+    _stop_timeout = 10.0
 
     def __enter__(self) -> S3Server:
         return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 # -------------------------------------------------------------------------------- pytest fixtures
