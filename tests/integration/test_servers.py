@@ -69,7 +69,9 @@ def test_redis_ping_and_restart(redis_server: RedisServer) -> None:
     try:
         assert client.ping() is True
         assert client.get("bulkio:test:key") is None
-        assert client.dbsize() == 0
+        # The session's bulkio workers share this Redis and re-register (heartbeats) as soon as
+        # it is back, so "empty" is checked on this test's own keys, not on dbsize().
+        assert client.keys("bulkio:test:*") == []
     finally:
         client.close()
 
