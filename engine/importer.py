@@ -5,21 +5,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from engine import jobs, metrics
+from engine.db import connect_bulk
 from engine.error_rows import ERROR_SCHEMA
 from engine.errors import FileError, LeaseLost
-from engine.formats import Header, Position, read_batches
-from engine.load import BatchInput, BatchLoader
+from engine.formats import Batch, Header, Position, read_batches
+from engine.load import BatchInput, BatchLoader, Prepared
 from engine.prefetch import prefetch
 from engine.resources import Resource
 from engine.settings import Settings
 from engine.storage import Storage
-from engine.validate import validate
+from engine.validate import Validated, validate
 
 log = logging.getLogger("bulkio.import")
 
@@ -47,8 +49,16 @@ def run_import(ctx: ImportContext, job_id: str) -> str:
     resource = ctx.catalog[job.resource]
     start = Position(job.next_batch, job.next_offset, job.next_row, job.next_lines)
     loader = BatchLoader(
-        ctx.bulk, resource, job.id, job.mode or "upsert", ctx.worker, s.lease_seconds
+        ctx.bulk,
+        resource,
+        job.id,
+        job.mode or "upsert",
+        ctx.worker,
+        s.lease_seconds,
+        reference_checks=s.reference_checks,
+        connect=lambda: connect_bulk(s.database_url),
     )
+    checked_batches: Generator[tuple[Batch, Validated, Prepared], None, None] | None = None
     began = time.monotonic()
     headers: list[Header] = []
     tags = {"job_id": job.id, "owner": job.owner, "resource": resource.name}
@@ -66,8 +76,14 @@ def run_import(ctx: ImportContext, job_id: str) -> str:
             start=start,
             header_out=headers,
         )
-        checked_batches = prefetch(((b, validate(b.frame, resource)) for b in batches), depth=1)
-        for batch, checked in checked_batches:
+        # The reading thread reads, validates and prepares batch N+1 (its reference locks
+        # included) while this one commits batch N.
+        checked_batches = prefetch(
+            ((b, checked, loader.prepare(checked.valid)) for b in batches
+             for checked in (validate(b.frame, resource),)),
+            depth=1,
+        )  # fmt: skip
+        for batch, checked, prepared in checked_batches:
             if headers and start.batch == 0 and batch.index == 0 and headers[0].warnings:
                 jobs.set_warnings(ctx.conn, job.id, headers[0].warnings)
             t0 = time.monotonic()
@@ -75,7 +91,8 @@ def run_import(ctx: ImportContext, job_id: str) -> str:
             outcome = loader.apply(
                 BatchInput(
                     batch.index, batch.rows, checked.valid, errors, batch.after, batch.bytes_end
-                )
+                ),
+                prepared,
             )
             seconds = time.monotonic() - t0
             metrics.batch_committed(resource.name, outcome.successful, outcome.failed, seconds)
@@ -108,6 +125,12 @@ def run_import(ctx: ImportContext, job_id: str) -> str:
     except LeaseLost:
         log.warning("lease lost; another worker owns the job", extra=tags)
         return "lease-lost"
+    finally:
+        # First the locker (wakes a reading thread waiting for a lock connection), then the
+        # reading thread itself, so neither waits on the other.
+        loader.close()
+        if checked_batches is not None:
+            checked_batches.close()
     jobs.finish(ctx.conn, job.id, ctx.worker, "completed")
     metrics.job_finished("import", "completed")
     final = jobs.get(ctx.conn, job.id)

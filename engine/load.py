@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,7 @@ from engine import merge_sql
 from engine.error_rows import ERROR_SCHEMA
 from engine.errors import LeaseLost
 from engine.formats import LINE, ROW, Position
+from engine.references import MODES, Hold, ReferenceLocker, probe
 from engine.resources import Kind, Resource
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,19 @@ class BatchInput:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    """:meth:`BatchLoader.prepare`'s work for one batch."""
+
+    #: No row lacks an id and no key repeats: the optimistic paths may be tried.
+    clean: bool
+    #: The rows as the table's own columns for DIRECT_COPY (None: that path is not tried).
+    direct: pa.Table | None = None
+    #: The parents' locks for set-based reference checks, being taken in the locker's thread
+    #: (None: the FK triggers check).
+    hold: Future[Hold | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BatchOutcome:
     processed: int
     successful: int
@@ -81,8 +97,21 @@ class BatchLoader:
     """Applies batches of one job on one connection; see the module docstring."""
 
     def __init__(
-        self, conn: Any, resource: Resource, job_id: str, mode: str, worker: str, lease_seconds: int
+        self,
+        conn: Any,
+        resource: Resource,
+        job_id: str,
+        mode: str,
+        worker: str,
+        lease_seconds: int,
+        *,
+        reference_checks: str = "auto",
+        connect: Callable[[], Any] | None = None,
     ) -> None:
+        """``connect`` opens the extra ADBC connections of set-based reference checks (none:
+        the FK triggers check references)."""
+        if reference_checks not in MODES:
+            raise ValueError(f"reference_checks must be one of {', '.join(MODES)}")
         self.conn = conn
         self.resource = resource
         self.job_id = job_id
@@ -104,6 +133,42 @@ class BatchLoader:
             self._paths.append((merge_sql.fast_upsert(resource, job_id, mode, plain=True), 0))
             if mode == "upsert":
                 self._paths.append((merge_sql.fast_upsert(resource, job_id, mode), 0))
+        #: Set-based reference checks for DIRECT_COPY (engine.references), when safe here.
+        self._locker: ReferenceLocker | None = None
+        if self._paths and resource.foreign_keys:
+            why_not = "BULKIO_REFERENCE_CHECKS=triggers"
+            if connect is None:
+                why_not = "no connection for locks"
+            elif reference_checks == "auto":
+                why_not = probe(conn, resource) or ""
+            if not why_not and connect is not None:
+                self._locker = ReferenceLocker(connect, resource)
+            log.info(
+                "reference checks: %s",
+                "set-based" if self._locker else f"per-row triggers ({why_not})",
+                extra={"job_id": job_id, "resource": resource.name},
+            )
+
+    def close(self) -> None:
+        """Release the reference locker's connections (a batch prepared but never applied
+        included). Call once the job's batches are done or abandoned."""
+        if self._locker is not None:
+            self._locker.close()
+
+    def _direct_active(self) -> bool:
+        return any(sql == DIRECT_COPY and misses < FAST_PATH_MISSES for sql, misses in self._paths)
+
+    def prepare(self, valid: pl.DataFrame) -> Prepared:
+        """The part of a batch's work that needs neither the worker's connection nor the
+        previous batch's commit: cleanliness, the direct-COPY table and its reference locks.
+        Runs in the reading thread, one batch ahead of :meth:`apply`."""
+        if not (self._paths and valid.height and self._clean(valid)):
+            return Prepared(clean=False)
+        if not self._direct_active():
+            return Prepared(clean=True)
+        direct = self._direct(valid)
+        hold = self._locker.submit(direct) if self._locker is not None else None
+        return Prepared(clean=True, direct=direct, hold=hold)
 
     def _direct(self, valid: pl.DataFrame) -> pa.Table:
         """The batch as the target table's own columns for a binary COPY straight into it:
@@ -139,13 +204,25 @@ class BatchLoader:
                 return False
         return True
 
-    def apply(self, batch: BatchInput) -> BatchOutcome:
-        if self._paths and batch.valid.height and self._clean(batch.valid):
+    def apply(self, batch: BatchInput, prepared: Prepared | None = None) -> BatchOutcome:
+        """Commit ``batch`` (see the module docstring); ``prepared`` is :meth:`prepare`'s result
+        for ``batch.valid`` (computed here when not given)."""
+        if prepared is None:
+            prepared = self.prepare(batch.valid)
+        try:
+            return self._apply(batch, prepared)
+        finally:
+            # After the batch's commit (or rollback): the parents' locks may go now.
+            if self._locker is not None:
+                self._locker.release(prepared.hold)
+
+    def _apply(self, batch: BatchInput, prepared: Prepared) -> BatchOutcome:
+        if prepared.clean:
             for i, (sql, misses) in enumerate(self._paths):
                 if misses >= FAST_PATH_MISSES:
                     continue
                 try:
-                    return self._apply_once(batch, fast=sql)
+                    return self._apply_once(batch, fast=sql, prepared=prepared)
                 except (_FastPathMiss, adbc_driver_manager.IntegrityError):
                     self.conn.rollback()
                     self._paths[i] = (sql, misses + 1)
@@ -173,7 +250,16 @@ class BatchLoader:
                 raise
         raise AssertionError("unreachable")
 
-    def _apply_once(self, batch: BatchInput, fast: str | None = None) -> BatchOutcome:
+    def _apply_once(
+        self, batch: BatchInput, fast: str | None = None, prepared: Prepared | None = None
+    ) -> BatchOutcome:
+        if fast == DIRECT_COPY:
+            if prepared is None or prepared.direct is None:
+                raise _FastPathMiss  # prepared after the path was dropped
+            if self._locker is not None:
+                hold = prepared.hold.result() if prepared.hold is not None else None
+                if hold is None or not hold.ok:
+                    raise _FastPathMiss  # a referenced row is missing (or locking failed)
         cur = self.conn.cursor()
         try:
             # Key lookups must cost O(batch), not O(table): a hash join would scan the whole
@@ -188,7 +274,12 @@ class BatchLoader:
                 *self.resource.column_names,
             )
             if fast == DIRECT_COPY:
-                cur.adbc_ingest(self.resource.table, self._direct(batch.valid), mode="append")
+                assert prepared is not None and prepared.direct is not None
+                if self._locker is not None:  # parents locked by prepared.hold: no FK triggers
+                    cur.execute("SET LOCAL session_replication_role = replica")
+                cur.adbc_ingest(self.resource.table, prepared.direct, mode="append")
+                if self._locker is not None:
+                    cur.execute("SET LOCAL session_replication_role = origin")
             elif stage_rows.height:
                 cur.adbc_ingest(
                     merge_sql.stage_table(self.resource),

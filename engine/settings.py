@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
+#: Values of ``reference_checks`` (engine.references.MODES; settings import nothing of ours).
+_REFERENCE_CHECKS = ("auto", "triggers")
+
 #: Default roles accepted for users (``BULKIO_USER_ROLES`` overrides, comma-separated).
 DEFAULT_ROLES = ("admin", "author", "editor", "reader", "viewer")
 
@@ -66,6 +69,10 @@ class Settings:
     rate_limit_per_minute: int = 600
     #: Queued + running jobs per API token (a token's own limit wins).
     max_running_jobs: int = 20
+    #: ``auto``: clean batches check references set-based (one FOR KEY SHARE lock statement per
+    #: reference and batch) instead of by PostgreSQL's per-row FK triggers, where the role may
+    #: and the table allows (engine/references.py); ``triggers``: always the FK triggers.
+    reference_checks: str = "auto"
     #: Neutralise spreadsheet formulas in CSV exports (``=``, ``+``, ``-``, ``@``, tab, CR).
     csv_formula_guard: bool = True
 
@@ -103,4 +110,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             except ValueError as exc:
                 raise ValueError(f"BULKIO_{f.name.upper()}: {exc}") from exc
     values.update(overrides)
+    checks = values.get("reference_checks", "auto")
+    if checks not in _REFERENCE_CHECKS:
+        raise ValueError(
+            f"BULKIO_REFERENCE_CHECKS: expected one of {', '.join(_REFERENCE_CHECKS)}, "
+            f"got {checks!r}"
+        )
     return Settings(**values)
