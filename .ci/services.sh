@@ -176,6 +176,10 @@ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bulkio') \gexec
 ALTER ROLE bulkio LOGIN PASSWORD 'bulkio';
 SELECT 'CREATE DATABASE bulkio OWNER bulkio'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'bulkio') \gexec
+-- Set-based reference checks (engine/references.py) skip the per-row FK triggers of a COPY
+-- after locking the parents themselves; PostgreSQL 15+ lets a non-superuser do that.
+SELECT 'GRANT SET ON PARAMETER session_replication_role TO bulkio'
+WHERE current_setting('server_version_num')::int >= 150000 \gexec
 EOF
 }
 
