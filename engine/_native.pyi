@@ -16,7 +16,15 @@ from typing import Protocol, type_check_only
 
 import pyarrow as pa
 
-__all__ = ["NativeError", "is_email", "is_slug", "is_token_id", "is_uuid", "word_count"]
+__all__ = [
+    "NativeError",
+    "is_email",
+    "is_slug",
+    "is_token_id",
+    "is_uuid",
+    "utf8_error_offset",
+    "word_count",
+]
 
 @type_check_only
 class ArrowArrayExportable(Protocol):
@@ -43,3 +51,6 @@ def is_token_id(arr: ArrowArrayExportable, prefix: str, max_len: int) -> pa.Bool
 
 def word_count(arr: ArrowArrayExportable) -> pa.UInt32Array:
     """Number of Unicode-whitespace-separated words."""
+
+def utf8_error_offset(data: bytes, /) -> int | None:
+    """Offset of the first byte that is not valid UTF-8, or None (reads bytes, not Arrow)."""

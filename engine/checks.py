@@ -40,6 +40,7 @@ __all__ = [
     "is_slug",
     "is_token_id",
     "is_uuid",
+    "utf8_error_offset",
     "word_count",
 ]
 
@@ -90,3 +91,9 @@ def is_token_id(s: pl.Series, prefix: str, max_len: int) -> pl.Series:
 def word_count(s: pl.Series) -> pl.Series:
     """UInt32 Series: number of Unicode-whitespace-separated words in each value."""
     return _apply(s, _native.word_count, pa.uint32())
+
+
+def utf8_error_offset(data: bytes) -> int | None:
+    """Offset of the first byte of ``data`` that is not valid UTF-8 (a truncated sequence at
+    the end included), or ``None`` when all of it is. Reads ``data`` in place."""
+    return _native.utf8_error_offset(data)

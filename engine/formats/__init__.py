@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from engine.checks import utf8_error_offset
 from engine.errors import FileError, InvalidEncoding, MissingColumns, UnsupportedFormat
 from engine.formats.decode import decoded
 from engine.formats.framing import (
@@ -222,6 +223,8 @@ def _json_header(stream: _Stream) -> Header:
 
 
 def _check_utf8(data: bytes, offset: int, lines_before: int) -> None:
+    if utf8_error_offset(data) is None:  # the common case, without building a str
+        return
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:

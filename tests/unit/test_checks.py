@@ -7,6 +7,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine import checks
 
@@ -160,7 +162,45 @@ def test_all_exports() -> None:
         "is_slug",
         "is_token_id",
         "is_uuid",
+        "utf8_error_offset",
         "word_count",
     }
     for name in checks.__all__:
         assert hasattr(checks, name)
+
+
+# ---------------------------------------------------------------- utf8_error_offset
+
+
+@pytest.mark.parametrize(
+    ("data", "offset"),
+    [
+        (b"", None),
+        (b"plain ascii\n", None),
+        ("h\u00e9llo \u4e16\u754c \U0001f600".encode(), None),
+        (b"ab\xffcd", 2),  # never valid in UTF-8
+        (b"caf\xc3", 3),  # a truncated two-byte sequence at the end
+        (b"x\xc3(", 1),  # a lead byte without its continuation
+        (b"\xed\xa0\x80", 0),  # an encoded surrogate
+        (b"\xc0\xaf", 0),  # an overlong encoding of '/'
+        ("\ufeffid,email".encode("utf-16"), 0),  # UTF-16 with its byte-order mark
+    ],
+)
+def test_utf8_error_offset_agrees_with_python(data: bytes, offset: int | None) -> None:
+    assert checks.utf8_error_offset(data) == offset
+    try:
+        data.decode("utf-8")
+        python = None
+    except UnicodeDecodeError as exc:
+        python = exc.start
+    assert python == offset
+
+
+@given(st.binary(max_size=64) | st.text(max_size=32).map(str.encode))
+def test_utf8_error_offset_matches_python_on_any_bytes(data: bytes) -> None:
+    try:
+        data.decode("utf-8")
+        expected = None
+    except UnicodeDecodeError as exc:
+        expected = exc.start
+    assert checks.utf8_error_offset(data) == expected

@@ -247,3 +247,23 @@ def test_nested_values_with_backslashes_come_back_exact(fmt):
     data = (b"[\n" + line + b"\n]\n") if fmt == "json" else line + b"\n"
     got = rows_of(read(data, fmt))[0]["name"]
     assert json.loads(got) == tags
+
+
+# ---------------------------------------------------------------- per-record counting
+
+
+@given(st.lists(st.booleans(), max_size=80), st.lists(st.integers(0, 80), max_size=10))
+def test_count_per_record_counts_each_records_selected_bytes(
+    bits: list[bool], cuts: list[int]
+) -> None:
+    import numpy as np
+
+    from engine.formats.parse import _count_per_record
+    from engine.formats.records import Layout
+
+    mask = np.array(bits, dtype=bool)
+    bounds = np.array([0, *sorted(min(c, len(bits)) for c in cuts), len(bits)], dtype=np.int64)
+    starts, ends = bounds[:-1], bounds[1:]
+    none = np.zeros(len(starts), dtype=bool)
+    got = _count_per_record(mask, Layout(starts, ends, none, none.astype(np.int64)))
+    assert got.tolist() == [int(mask[a:b].sum()) for a, b in zip(starts, ends, strict=True)]
