@@ -96,6 +96,7 @@ class BenchService:
             "PYTHONUNBUFFERED": "1",
         }
         self.workers: list[Proc] = []
+        self.last_upload_seconds = 0.0
         self._idle_kb: list[int] = []
         self._spawned = 0
         bindir = Path(sys.executable).parent
@@ -164,7 +165,9 @@ class BenchService:
     # ---------------------------------------------------------------------------------- jobs
 
     def upload(self, data: DataFile) -> str:
-        """POST the file as multipart/form-data, streamed from disk; returns the job id."""
+        """POST the file as multipart/form-data, streamed from disk; returns the job id. The
+        seconds until the 202 are kept in ``last_upload_seconds``."""
+        started = time.perf_counter()
         with open(data.path, "rb") as fh:
             res = self.client.post(
                 "/v1/imports",
@@ -176,6 +179,7 @@ class BenchService:
             )
         if res.status_code != 202:
             raise AssertionError(f"upload of {data.path.name}: {res.status_code} {res.text}")
+        self.last_upload_seconds = time.perf_counter() - started
         return str(res.json()["job_id"])
 
     def wait(self, job_id: str, timeout: float) -> dict[str, Any]:

@@ -71,5 +71,6 @@ def test_import(benchmark: object, recorder: Recorder, database: BenchDatabase,
     job, seconds, cpu, memory = measured_import(benchmark, database, service, resource, upload)
     recorder.record(f"import.{resource}.bulkio", seconds, rows=upload.valid,
                     job_duration_ms=job["duration_ms"], job_rows_per_sec=job["rows_per_sec"],
+                    upload_s=round(service.last_upload_seconds, 3),
                     file_bytes=upload.path.stat().st_size, **cpu.extra())  # fmt: skip
     recorder.record(f"rss.{resource}.1m", memory.peak_mib, **memory.extra())
