@@ -39,6 +39,15 @@ def running_parity(mask: np.ndarray) -> np.ndarray:
     return (np.cumsum(mask, dtype=np.uint8) & 1).view(bool)
 
 
+def parity_at(marks: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Bool per position: an odd number of ``marks`` (sorted offsets) before it.
+
+    For sparse marks (CSV quotes) a binary search per asked position is several times cheaper
+    than :func:`running_parity` over every byte (py-spy: its cumsum was 0.65 s of a 1M-user
+    import)."""
+    return (np.searchsorted(marks, positions) & 1).astype(bool)
+
+
 def nesting(opens: np.ndarray, closes: np.ndarray, start: int = 0) -> np.ndarray:
     """Depth after each byte: ``start`` + opens so far - closes so far (int32)."""
     step = opens.view(np.int8) - closes.view(np.int8)
@@ -72,11 +81,10 @@ class CsvFramer:
         self.in_quotes = False
 
     def scan(self, data: np.ndarray) -> np.ndarray:
-        parity = running_parity(data == QUOTE)
+        quotes = np.flatnonzero(data == QUOTE)
         newlines = np.flatnonzero(data == NL)
-        ends = newlines[parity[newlines] == self.in_quotes] + 1
-        if len(parity):
-            self.in_quotes = bool(parity[-1]) != self.in_quotes
+        ends = newlines[parity_at(quotes, newlines) == self.in_quotes] + 1
+        self.in_quotes = bool(len(quotes) & 1) != self.in_quotes
         return ends
 
     def finish(self, tail: np.ndarray) -> bool:

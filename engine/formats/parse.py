@@ -22,6 +22,7 @@ from engine.formats.framing import (
     Block,
     as_array,
     nesting,
+    parity_at,
     real_quotes,
     running_parity,
 )
@@ -153,8 +154,8 @@ def shown(value: str) -> str:
 def csv_fields_per_record(block: Block, geo: Layout) -> np.ndarray:
     """Number of fields of each record: commas outside quotes, plus one."""
     arr = as_array(block.data)
-    outside = ~running_parity(arr == QUOTE)
-    commas = np.flatnonzero((arr == 0x2C) & outside)
+    commas = np.flatnonzero(arr == 0x2C)
+    commas = commas[~parity_at(np.flatnonzero(arr == QUOTE), commas)]
     owner = np.searchsorted(geo.ends, commas, side="right")
     return np.bincount(owner, minlength=len(geo.ends))[: len(geo.ends)] + 1
 

@@ -267,3 +267,15 @@ def test_count_per_record_counts_each_records_selected_bytes(
     none = np.zeros(len(starts), dtype=bool)
     got = _count_per_record(mask, Layout(starts, ends, none, none.astype(np.int64)))
     assert got.tolist() == [int(mask[a:b].sum()) for a, b in zip(starts, ends, strict=True)]
+
+
+@given(st.binary(max_size=200).map(lambda b: b.replace(b"\x00", b'"')))
+def test_parity_at_sparse_quotes_matches_the_running_parity(data: bytes) -> None:
+    import numpy as np
+
+    from engine.formats.framing import QUOTE, as_array, parity_at, running_parity
+
+    arr = as_array(data)
+    positions = np.flatnonzero(arr != QUOTE)  # where it is asked: commas, newlines
+    expected = running_parity(arr == QUOTE)[positions]
+    assert parity_at(np.flatnonzero(arr == QUOTE), positions).tolist() == expected.tolist()
