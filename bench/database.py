@@ -102,8 +102,9 @@ class BenchDatabase:
         if done.returncode != 0:
             raise AssertionError(f"psql {command!r} failed ({done.returncode}): {done.stderr}")
 
-    def copy_in(self, data: DataFile) -> float:
-        """``\\copy <table> (<header columns>) FROM <file> (FORMAT csv, HEADER)``; seconds."""
+    def copy_in(self, data: DataFile, table: str | None = None) -> float:
+        """``\\copy <table> (<header columns>) FROM <file> (FORMAT csv, HEADER)``; seconds.
+        ``table`` defaults to the file's resource."""
         if data.format != "plain":
             raise ValueError("\\copy loads the --plain-csv files")
         with open(data.path, encoding="utf-8") as f:
@@ -111,7 +112,8 @@ class BenchDatabase:
         path = str(data.path).replace("'", "''")
         started = time.perf_counter()
         self._run_psql(
-            f"\\copy {data.resource} ({columns}) FROM '{path}' WITH (FORMAT csv, HEADER true)"
+            f"\\copy {table or data.resource} ({columns}) FROM '{path}' "
+            "WITH (FORMAT csv, HEADER true)"
         )
         return time.perf_counter() - started
 

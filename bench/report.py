@@ -109,6 +109,12 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure("import.comments.copy", "psql \\copy comments (CSV, FKs on), 1M"),
     Figure(
+        "import.comments.copy_nofk",
+        "psql \\copy comments, same table without its 2 FKs (floor), 1M",
+        baseline="import.comments.copy",
+        ratio="time",
+    ),
+    Figure(
         "import.comments.bulkio",
         "bulkio import comments (NDJSON), 1M, end to end",
         baseline="import.comments.copy",
