@@ -116,7 +116,13 @@ def parse_tags(raw: pl.Series) -> tuple[pl.Series, pl.Series]:
         # that still fail, rather than failing the whole job.
         decoded = pl.Series([_json_tags(v) for v in candidates.to_list()], dtype=pl.List(pl.String))
     undecodable = candidates.is_not_null() & decoded.is_null()
-    piped = s.str.split("|")
+    plain = (~is_json & (s != "")).fill_null(False)
+    # ``a|b|c`` lists: only split when some row has one (NDJSON tags are JSON arrays).
+    piped = (
+        s.str.split("|")
+        if plain.any()
+        else pl.repeat(None, len(s), dtype=pl.List(pl.String), eager=True)
+    )
     tags = pl.select(
         pl.when(s.is_null() | (s == ""))
         .then(pl.lit([], dtype=pl.List(pl.String)))

@@ -322,7 +322,10 @@ def _json_limits(arr: np.ndarray, geo: Layout, candidates: np.ndarray) -> dict[i
     Counting brackets and commas per record is cheap and bounds both, so only records with many
     of them (rare) are measured exactly, one at a time (each is at most max_record_bytes)."""
     opens = _count_per_record((arr == 0x7B) | (arr == 0x5B), geo)
-    commas = _count_per_record(arr == 0x2C, geo)
+    if ((geo.ends - geo.starts)[candidates] >= MAX_FIELDS).any():
+        commas = _count_per_record(arr == 0x2C, geo)
+    else:  # no record is long enough to hold MAX_FIELDS members
+        commas = np.zeros(len(geo.ends), dtype=np.int64)
     suspects = np.flatnonzero(candidates & ((opens > MAX_JSON_DEPTH) | (commas >= MAX_FIELDS)))
     problems: dict[int, str] = {}
     for i in suspects.tolist():
