@@ -22,6 +22,7 @@ from api.jobs_routes import JobController
 from api.openapi import describe_exports
 from api.problems import HANDLERS
 from api.state import AppState, signing_secret
+from engine import db
 from engine.logs import setup_logging
 from engine.metrics import init as metrics_init
 from engine.resources import catalog
@@ -38,7 +39,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = ConnectionPool(
-            settings.database_url, min_size=1, max_size=10, kwargs={"autocommit": True}, open=True
+            db.conninfo(settings.database_url, "bulkio-api"),
+            min_size=1,
+            max_size=10,
+            kwargs={"autocommit": True},
+            open=True,
         )
         doorbell = Doorbell(settings)
         redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)

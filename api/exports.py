@@ -138,7 +138,7 @@ class ExportController(Controller):
             and spec.format != "parquet"
             and _accepts_gzip(request.headers.get("accept-encoding"))
         )
-        conn = db.connect_bulk(app.settings.database_url)
+        conn = db.connect_bulk(app.settings.database_url, name="bulkio-api")
         # Reading batch N+1 (ADBC) overlaps encoding batch N: ~25% faster, one batch more memory.
         encoded = Encoded(
             prefetch(export_batches(conn, query)),

@@ -285,7 +285,10 @@ def _job_view(app: AppState, job_id: str, kind: str | None, owner: str | None) -
 
 def _report(app: AppState, job_id: str, writer: Any) -> Iterator[bytes]:
     yield writer.header()
-    with db.connect_bulk(app.settings.database_url) as conn, conn.cursor() as cur:
+    with (
+        db.connect_bulk(app.settings.database_url, name="bulkio-api") as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute(
             "SELECT row_no AS row, line_no AS line, field, code, message, value FROM job_errors "
             # A literal of a parsed UUID, not a bind parameter: the ADBC driver returns a query

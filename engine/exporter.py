@@ -66,7 +66,7 @@ def run_export(ctx: ImportContext, job_id: str) -> str:
     )
     save_progress(ctx.conn, job.id, ctx.worker, 0, 0, s.lease_seconds)
     # A connection of its own: an export left mid-COPY cannot be reused (see export_batches).
-    bulk = db.connect_bulk(s.database_url)
+    bulk = db.connect_bulk(s.database_url, name="bulkio-exporter")
     encoded = Encoded(
         prefetch(export_batches(bulk, query)), spec.writer(), gzip=spec.compression == "gzip"
     )

@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from engine import jobs, metrics
-from engine.db import connect_bulk
+from engine.db import connect_bulk, idle_in_transaction_ms
 from engine.error_rows import ERROR_SCHEMA
 from engine.errors import FileError, LeaseLost
 from engine.formats import Batch, Header, Position, read_batches
@@ -56,7 +56,9 @@ def run_import(ctx: ImportContext, job_id: str) -> str:
         ctx.worker,
         s.lease_seconds,
         reference_checks=s.reference_checks,
-        connect=lambda: connect_bulk(s.database_url),
+        connect=lambda: connect_bulk(
+            s.database_url, name="bulkio-locker", idle_ms=idle_in_transaction_ms(s.lease_seconds)
+        ),
     )
     checked_batches: Generator[tuple[Batch, Validated, Prepared], None, None] | None = None
     began = time.monotonic()

@@ -175,7 +175,7 @@ def cleanup_forever(settings: Settings, storage: Storage, stop: threading.Event)
         return
     while True:
         try:
-            with db.connect(settings.database_url) as conn:
+            with db.connect(settings.database_url, name="bulkio-retention") as conn:
                 got = conn.execute("SELECT pg_try_advisory_lock(%s)", (CLEANUP_LOCK,)).fetchone()
                 if got and got[0]:
                     cleanup(conn, storage, timedelta(days=settings.retention_days))

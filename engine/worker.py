@@ -66,14 +66,9 @@ class Doorbell:
         self.broker.close()
 
 
-_IDLE_TX_TIMEOUT = "SELECT set_config('idle_in_transaction_session_timeout', {}, false)"
-
-
-def idle_tx_timeout_ms(settings: Settings) -> str:
-    """Half the lease: a worker that stalls inside a transaction (frozen, partitioned) has it
-    ended by the server before its lease runs out, so its locks on the rows it wrote, on the
-    job row or on the reconciler's advisory lock cannot keep the job from the next worker."""
-    return str(max(settings.lease_seconds * 500, 1000))
+def idle_ms(settings: Settings) -> int:
+    """The server-side idle-in-transaction timeout of a worker's connections."""
+    return db.idle_in_transaction_ms(settings.lease_seconds)
 
 
 class Runtime:
@@ -90,18 +85,13 @@ class Runtime:
 
     def context(self) -> ImportContext:
         if self._conn is None or self._conn.closed:
-            self._conn = db.connect(self.settings.database_url)
+            self._conn = db.connect(
+                self.settings.database_url, name="bulkio-worker", idle_ms=idle_ms(self.settings)
+            )
         if self._bulk is None:
-            self._bulk = db.connect_bulk(self.settings.database_url)
-            cur = self._bulk.cursor()
-            try:
-                cur.execute(
-                    _IDLE_TX_TIMEOUT.format("$1"), parameters=(idle_tx_timeout_ms(self.settings),)
-                )
-                cur.fetchall()
-            finally:
-                cur.close()
-            self._bulk.commit()
+            self._bulk = db.connect_bulk(
+                self.settings.database_url, name="bulkio-worker", idle_ms=idle_ms(self.settings)
+            )
         return ImportContext(
             self.settings,
             self.storage,
@@ -140,7 +130,7 @@ class Runtime:
             log.exception("job attempt failed; it will be retried", extra={"job_id": job_id})
             self.reset()
             try:
-                with db.connect(self.settings.database_url) as conn:
+                with db.connect(self.settings.database_url, name="bulkio-worker") as conn:
                     jobs.note_error(conn, job_id, self.worker_id, f"{type(exc).__name__}: {exc}")
             except Exception:
                 log.warning("could not record the failure", extra={"job_id": job_id})
@@ -163,8 +153,9 @@ def reconcile_forever(settings: Settings, doorbell: Doorbell, stop: threading.Ev
     while not stop.wait(settings.reconcile_seconds):
         try:
             if conn is None or conn.closed:
-                conn = db.connect(settings.database_url)
-                conn.execute(_IDLE_TX_TIMEOUT.format("%s"), (idle_tx_timeout_ms(settings),))
+                conn = db.connect(
+                    settings.database_url, name="bulkio-reconciler", idle_ms=idle_ms(settings)
+                )
             for job_id, _kind in jobs.due_for_requeue(
                 conn, settings.requeue_after_seconds, settings.max_attempts
             ):

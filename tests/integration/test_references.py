@@ -328,3 +328,17 @@ def test_closing_the_locker_wakes_a_lock_waiting_for_a_connection(
     locker.close()
     assert time.monotonic() - started < 5
     assert second.result(timeout=1) is None
+
+
+def test_locker_connections_are_named_and_bounded_by_the_idle_timeout(refs_url: str) -> None:
+    conn = connect_bulk(refs_url, name="bulkio-locker", idle_ms=1234)
+    try:
+        cur = conn.cursor()
+        cur.execute(
+            "SELECT current_setting('application_name'), "
+            "current_setting('idle_in_transaction_session_timeout')"
+        )
+        assert cur.fetchone() == ("bulkio-locker", "1234ms")
+        cur.close()
+    finally:
+        conn.close()
