@@ -1,0 +1,133 @@
+"""Profile one 1M-row import in-process: the real job runner, without HTTP or Dramatiq.
+
+    .venv/bin/python bench/profile_import.py comments            # users | articles | comments
+    .venv/bin/python bench/profile_import.py comments --reference-checks triggers
+    .venv/bin/py-spy record -r 100 --threads -o prof.svg -- \\
+        .venv/bin/python bench/profile_import.py articles          # where the worker's CPU goes
+    .venv/bin/python bench/profile_import.py articles --perf pg.perf   # the writing backend
+
+Starts a PostgreSQL with the benchmark settings (``bench/database.py``), loads the parents with
+``\\copy`` (untimed), then runs :func:`engine.importer.run_import` on the cached benchmark file
+(``bench/inputs.py``) with a local object store over ``bench/.cache``. Prints the wall time, the
+CPU of this process (reading, validating, ADBC encoding) and of the writing backend (from
+``/proc``), and the time spent in ``BatchLoader.apply`` (waiting for the writer included) and in
+the locker's statements. The figures of the README's "what limits the numbers" come from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests"), str(ROOT)]
+
+from database import PARENTS, BenchDatabase, start_server  # noqa: E402
+from inputs import CACHE, IMPORT_FORMATS, data_file  # noqa: E402
+from obstore.store import LocalStore  # noqa: E402
+
+from engine import db as engine_db  # noqa: E402
+from engine import jobs, load, references  # noqa: E402
+from engine.importer import ImportContext, run_import  # noqa: E402
+from engine.resources import catalog  # noqa: E402
+from engine.settings import Settings  # noqa: E402
+from engine.storage import Storage  # noqa: E402
+
+ROWS = 1_000_000
+SPENT: collections.Counter[str] = collections.Counter()
+
+
+def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            SPENT[name] += time.perf_counter() - started
+
+    return wrapper
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("resource", choices=("users", "articles", "comments"))
+    parser.add_argument("--reference-checks", choices=references.MODES, default="auto")
+    parser.add_argument("--perf", metavar="FILE", help="perf record the writing backend")
+    args = parser.parse_args()
+
+    load.BatchLoader.apply = _timed("apply", load.BatchLoader.apply)  # type: ignore[method-assign]
+    references._lock = _timed("locker statements", references._lock)
+
+    server = start_server()
+    try:
+        return _profile(server, args)
+    finally:
+        server.stop()
+
+
+def _profile(server: Any, args: argparse.Namespace) -> int:
+    database = BenchDatabase(server)
+    resource = args.resource
+    for parent in PARENTS[resource]:
+        database.ensure_loaded(data_file(parent, "csv", ROWS, plain_csv=True))
+    database.empty(resource)
+    database.settle(PARENTS[resource])
+    upload = data_file(resource, IMPORT_FORMATS[resource], ROWS)
+    settings = Settings(database_url=database.url, reference_checks=args.reference_checks)
+    conn = engine_db.connect(database.url)
+    bulk = engine_db.connect_bulk(database.url)
+    job = jobs.create(
+        conn, job_id=str(uuid.uuid4()), kind="import", resource=resource,
+        fmt=IMPORT_FORMATS[resource], mode="upsert", owner="profile",
+        object_key=upload.path.name, total_bytes=upload.path.stat().st_size,
+    )  # fmt: skip
+    cur = bulk.cursor()
+    cur.execute("SELECT pg_backend_pid()")
+    backend = int(cur.fetchone()[0])
+    cur.close()
+    bulk.rollback()
+    ctx = ImportContext(
+        settings, Storage(LocalStore(str(CACHE)), "local"), catalog(settings.user_roles),
+        conn, bulk, "profile", threading.Event(),
+    )  # fmt: skip
+    perf = None
+    if args.perf:
+        perf = subprocess.Popen(["perf", "record", "-g", "-o", args.perf, "-p", str(backend)],
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+    cpu_backend, cpu_self = _cpu_seconds(backend), os.times()
+    started = time.perf_counter()
+    status = run_import(ctx, job.id)
+    wall = time.perf_counter() - started
+    after = os.times()
+    backend_cpu = _cpu_seconds(backend) - cpu_backend
+    if perf is not None:
+        perf.send_signal(2)
+        perf.wait()
+    own_cpu = after.user + after.system - cpu_self.user - cpu_self.system
+    rows = database.count(resource)
+    print(f"{resource}: {status}, {rows:,} rows in {wall:.2f} s "
+          f"(reference checks: {args.reference_checks})")  # fmt: skip
+    print(f"  CPU: this process {own_cpu:.2f} s, writing backend {backend_cpu:.2f} s")
+    for name, seconds in SPENT.most_common():
+        print(f"  in {name}: {seconds:.2f} s")
+    conn.close()
+    bulk.close()
+    return 0 if status == "completed" and rows == upload.valid else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
