@@ -181,11 +181,13 @@ def run_worker(settings: Settings) -> None:
     )
     worker.queue_prefetch = 1  # read by the consumer threads that start() creates
     stop = threading.Event()
+    received: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
-        log.info("stopping", extra={"signal": signum, "worker": runtime.worker_id})
-        runtime.stopping.set()
-        stop.set()
+        # Runs in the main thread between two of its bytecodes, possibly inside another call of
+        # itself: take no lock here (a second signal arriving while the first handler held the
+        # lock of the Event it was setting hung the worker for good). The main loop acts on it.
+        received.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -201,8 +203,11 @@ def run_worker(settings: Settings) -> None:
         daemon=True,
     ).start()
     log.info("worker ready", extra={"worker": runtime.worker_id, "queue": settings.queue_name})
-    while not stop.wait(0.5):
-        pass
+    while not received:
+        time.sleep(0.1)
+    log.info("stopping", extra={"signal": received[0], "worker": runtime.worker_id})
+    runtime.stopping.set()
+    stop.set()
     started = time.monotonic()
     worker.stop(timeout=60_000)
     broker.close()

@@ -380,6 +380,30 @@ def test_postgres_connections_terminated_mid_batch_job_retries_exactly_once(
 # ------------------------------------------------------------------------------------ SIGTERM
 
 
+def test_a_burst_of_stop_signals_still_stops_the_worker(fresh: Bulkio) -> None:
+    """`make run` forwards Ctrl-C/TERM to every worker while an operator's `pkill` may send its
+    own: signals arriving while the handler of the first one runs must not hang the worker
+    (it once deadlocked on the lock of the Event the first handler was setting)."""
+    for round_ in range(5):
+        worker = _start_worker(fresh)
+        _until(lambda w=worker: any(r.get("msg") == "worker ready" for r in _log_lines(w)),
+               30, "the worker to be ready", fresh)  # fmt: skip
+        deadline = time.monotonic() + SIGTERM_EXIT_BOUND_S
+        i = 0
+        while worker.alive() and time.monotonic() < deadline:  # signals all through shutdown
+            worker.signal(signal.SIGTERM if i % 2 else signal.SIGINT)
+            i += 1
+            time.sleep(0.0002)
+        status = worker.wait(timeout=5)
+        assert status is not None, (round_, "the worker hangs", worker.tail())
+        # Exit status 0, or the default action of a signal that arrived after the worker
+        # stopped, while the interpreter was finalising (spam beyond any operator's).
+        assert status in (0, -signal.SIGTERM, -signal.SIGINT), (round_, status, worker.tail())
+        assert any(r.get("msg") == "worker stopped" for r in _log_lines(worker)), worker.tail()
+        worker.stop()
+        fresh.workers.remove(worker)
+
+
 def test_sigterm_hands_the_job_back_and_another_worker_finishes_it(
     fresh: Bulkio, db: psycopg.Connection[Any], datadir: Path, rng: random.Random
 ) -> None:
