@@ -288,6 +288,37 @@ def test_a_concurrent_delete_of_a_parent_waits_for_the_batch_then_fails(
     assert orphans == (0,)
 
 
+def test_the_parents_locks_block_neither_updates_nor_inserts_of_other_writers(
+    pg: psycopg.Connection[Any], bulk: Any, refs_url: str
+) -> None:
+    """Other imports keep working during a load: a users import updating the locked parents'
+    other columns, or adding users, does not wait for the comments batch."""
+    seed_parents(pg)
+    job = start_job(pg)
+    loader = loader_for(bulk, refs_url, job)
+    batch = batch_of([comment(n, uid("a", 1), uid("u", 3)) for n in range(5)])
+    prepared = loader.prepare(batch.valid)
+    try:
+        hold = prepared.hold.result() if prepared.hold else None
+        assert hold is not None and hold.ok
+        with psycopg.connect(refs_url, autocommit=True) as other:
+            other.execute("SET lock_timeout = '2s'")
+            other.execute("UPDATE users SET name = 'renamed', role = 'editor' WHERE id = %s",
+                          (uid("u", 3),))  # fmt: skip
+            other.execute("UPDATE articles SET title = 'retitled' WHERE id = %s", (uid("a", 1),))
+            other.execute(
+                "INSERT INTO users (id, email, name, role, created_at) "
+                "VALUES (%s, 'new@example.com', 'N', 'reader', now())",
+                (uid("u", 77),),
+            )
+        assert loader.apply(batch, prepared).inserted == 5
+    finally:
+        loader.close()
+    assert pg.execute("SELECT name FROM users WHERE id = %s", (uid("u", 3),)).fetchone() == (
+        "renamed",
+    )
+
+
 def test_a_parent_deleted_before_the_lock_sends_the_batch_to_classification(
     pg: psycopg.Connection[Any], bulk: Any, refs_url: str
 ) -> None:
