@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from datafiles import make
-from harness import Bulkio
+from harness import Bulkio, Proc
 
 pytestmark = pytest.mark.integration
 
@@ -26,21 +27,34 @@ def _wait_for_progress(service: Bulkio, job_id: str, minimum: int, timeout: floa
     raise AssertionError(f"job {job_id} made no progress\n{service.logs()}")
 
 
+def _kill_mid_import_and_resume(
+    service: Bulkio,
+    job_id: str,
+    total: int,
+    before_kill: Callable[[Proc], None] = lambda _worker: None,
+) -> dict[str, Any]:
+    """SIGKILL every worker once the job has committed 3,000 rows (but not all), start a fresh
+    worker, and return the job once it is completed."""
+    seen = _wait_for_progress(service, job_id, 3_000)
+    for worker in service.workers:
+        before_kill(worker)
+        worker.signal(signal.SIGKILL)
+        worker.stop()
+    at_kill = int(service.client.get(f"/v1/jobs/{job_id}").json()["processed"])
+    assert seen <= at_kill < total, "the kill must land mid-import"
+    service.workers = []
+    service.start_worker()
+    job = service.wait(job_id, timeout=120)
+    assert job["status"] == "completed", job
+    return job
+
+
 def test_sigkill_mid_import_resumes_exactly_once(
     service: Bulkio, db: psycopg.Connection[Any], datadir: Path
 ) -> None:
     path, expected = make(datadir, "users", "csv", 30_000, seed=3)
     job_id = service.upload(path, "users").json()["job_id"]
-    seen = _wait_for_progress(service, job_id, 3_000)
-    for worker in service.workers:
-        worker.signal(signal.SIGKILL)
-        worker.stop()
-    at_kill = int(service.client.get(f"/v1/jobs/{job_id}").json()["processed"])
-    assert seen <= at_kill < expected.total_records, "the kill must land mid-import"
-    service.workers = []
-    service.start_worker()
-    job = service.wait(job_id, timeout=120)
-    assert job["status"] == "completed", job
+    job = _kill_mid_import_and_resume(service, job_id, expected.total_records)
     assert job["attempts"] >= 2
     assert (job["processed"], job["successful"], job["failed"]) == (
         expected.total_records,
@@ -91,19 +105,13 @@ def test_sigkill_mid_import_with_set_based_reference_checks_resumes_exactly_once
         assert service.import_file(path, parent)["successful"] == expected.successful
     path, expected = make(datadir, "comments", "ndjson", rows, seed=5, defect_rate=0)
     job_id = service.upload(path, "comments").json()["job_id"]
-    seen = _wait_for_progress(service, job_id, 3_000)
-    for worker in service.workers:
+
+    def uses_set_based_checks(worker: Proc) -> None:
         lines = worker.tail(100_000).splitlines()
         started = [ln for ln in lines if "reference checks" in ln and job_id in ln]
         assert started and "set-based" in started[0], lines[-20:]
-        worker.signal(signal.SIGKILL)
-        worker.stop()
-    at_kill = int(service.client.get(f"/v1/jobs/{job_id}").json()["processed"])
-    assert seen <= at_kill < expected.total_records, "the kill must land mid-import"
-    service.workers = []
-    service.start_worker()
-    job = service.wait(job_id, timeout=120)
-    assert job["status"] == "completed", job
+
+    job = _kill_mid_import_and_resume(service, job_id, rows, before_kill=uses_set_based_checks)
     assert (job["processed"], job["successful"], job["failed"]) == (rows, rows, 0)
     total, distinct = db.execute("SELECT count(*), count(DISTINCT id) FROM comments").fetchone()
     assert total == distinct == rows

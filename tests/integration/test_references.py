@@ -117,6 +117,15 @@ def loader_for(bulk: Any, refs_url: str, job: str, checks: str = "auto") -> Batc
     )  # fmt: skip
 
 
+@pytest.fixture
+def loader(pg: psycopg.Connection[Any], bulk: Any, refs_url: str) -> Iterator[BatchLoader]:
+    """A set-based comments loader of a running job, over 5 users and 5 articles."""
+    seed_parents(pg)
+    batches = loader_for(bulk, refs_url, start_job(pg))
+    yield batches
+    batches.close()
+
+
 # ------------------------------------------------------------------------------------ probe
 
 
@@ -241,11 +250,8 @@ def test_set_based_checks_give_the_fk_triggers_results(
 
 
 def test_a_concurrent_delete_of_a_parent_waits_for_the_batch_then_fails(
-    pg: psycopg.Connection[Any], bulk: Any, refs_url: str
+    pg: psycopg.Connection[Any], loader: BatchLoader, refs_url: str
 ) -> None:
-    seed_parents(pg)
-    job = start_job(pg)
-    loader = loader_for(bulk, refs_url, job)
     batch = batch_of([comment(n, uid("a", 1), uid("u", 3)) for n in range(10)])
     prepared = loader.prepare(batch.valid)  # the reading thread's step: parents locked
     assert prepared.hold is not None and prepared.hold.result() is not None
@@ -277,7 +283,6 @@ def test_a_concurrent_delete_of_a_parent_waits_for_the_batch_then_fails(
         result = loader.apply(batch, prepared)  # commits, then releases the locks
     finally:
         deleter.join(timeout=30)
-        loader.close()
     assert result.inserted == 10
     assert isinstance(outcome["error"], psycopg.errors.ForeignKeyViolation), outcome
     assert pg.execute("SELECT count(*) FROM users WHERE id = %s", (uid("u", 3),)).fetchone() == (1,)
@@ -289,66 +294,51 @@ def test_a_concurrent_delete_of_a_parent_waits_for_the_batch_then_fails(
 
 
 def test_the_parents_locks_block_neither_updates_nor_inserts_of_other_writers(
-    pg: psycopg.Connection[Any], bulk: Any, refs_url: str
+    pg: psycopg.Connection[Any], loader: BatchLoader, refs_url: str
 ) -> None:
     """Other imports keep working during a load: a users import updating the locked parents'
     other columns, or adding users, does not wait for the comments batch."""
-    seed_parents(pg)
-    job = start_job(pg)
-    loader = loader_for(bulk, refs_url, job)
     batch = batch_of([comment(n, uid("a", 1), uid("u", 3)) for n in range(5)])
     prepared = loader.prepare(batch.valid)
-    try:
-        hold = prepared.hold.result() if prepared.hold else None
-        assert hold is not None and hold.ok
-        with psycopg.connect(refs_url, autocommit=True) as other:
-            other.execute("SET lock_timeout = '2s'")
-            other.execute("UPDATE users SET name = 'renamed', role = 'editor' WHERE id = %s",
-                          (uid("u", 3),))  # fmt: skip
-            other.execute("UPDATE articles SET title = 'retitled' WHERE id = %s", (uid("a", 1),))
-            other.execute(
-                "INSERT INTO users (id, email, name, role, created_at) "
-                "VALUES (%s, 'new@example.com', 'N', 'reader', now())",
-                (uid("u", 77),),
-            )
-        assert loader.apply(batch, prepared).inserted == 5
-    finally:
-        loader.close()
+    hold = prepared.hold.result() if prepared.hold else None
+    assert hold is not None and hold.ok
+    with psycopg.connect(refs_url, autocommit=True) as other:
+        other.execute("SET lock_timeout = '2s'")
+        other.execute("UPDATE users SET name = 'renamed', role = 'editor' WHERE id = %s",
+                      (uid("u", 3),))  # fmt: skip
+        other.execute("UPDATE articles SET title = 'retitled' WHERE id = %s", (uid("a", 1),))
+        other.execute(
+            "INSERT INTO users (id, email, name, role, created_at) "
+            "VALUES (%s, 'new@example.com', 'N', 'reader', now())",
+            (uid("u", 77),),
+        )
+    assert loader.apply(batch, prepared).inserted == 5
     assert pg.execute("SELECT name FROM users WHERE id = %s", (uid("u", 3),)).fetchone() == (
         "renamed",
     )
 
 
 def test_a_parent_deleted_before_the_lock_sends_the_batch_to_classification(
-    pg: psycopg.Connection[Any], bulk: Any, refs_url: str
+    pg: psycopg.Connection[Any], loader: BatchLoader, refs_url: str
 ) -> None:
-    seed_parents(pg)
-    job = start_job(pg)
-    loader = loader_for(bulk, refs_url, job)
     batch = batch_of([comment(n, uid("a", 2), uid("u", n % 4 + 1)) for n in range(8)])
     pg.execute("DELETE FROM users WHERE id = %s", (uid("u", 4),))
-    try:
-        prepared = loader.prepare(batch.valid)
-        assert prepared.hold is not None
-        hold = prepared.hold.result()
-        assert hold is not None and not hold.ok
-        result = loader.apply(batch, prepared)
-    finally:
-        loader.close()
+    prepared = loader.prepare(batch.valid)
+    assert prepared.hold is not None
+    hold = prepared.hold.result()
+    assert hold is not None and not hold.ok
+    result = loader.apply(batch, prepared)
     assert (result.inserted, result.failed) == (6, 2)
     codes = pg.execute("SELECT field, code FROM job_errors ORDER BY row_no").fetchall()
     assert codes == [("user_id", "foreign_key")] * 2
 
 
 def test_closing_the_locker_wakes_a_lock_waiting_for_a_connection(
-    pg: psycopg.Connection[Any], bulk: Any, refs_url: str
+    loader: BatchLoader, refs_url: str
 ) -> None:
-    seed_parents(pg)
-    job = start_job(pg)
-    loader = loader_for(bulk, refs_url, job)
     direct = loader.prepare(batch_of([comment(1, uid("a", 1), uid("u", 1))]).valid).direct
     assert direct is not None
-    loader.close()
+    loader.close()  # its own locker's hold goes; this test's locker has one connection
     locker = ReferenceLocker(lambda: connect_bulk(refs_url), COMMENTS, size=1)
     first = locker.submit(direct)
     assert first.result(timeout=10) is not None  # holds the only connection
