@@ -254,6 +254,24 @@ class _Server:
     def start(self) -> Any:
         raise NotImplementedError
 
+    def _launch(
+        self,
+        proc: _Process,
+        ready: Callable[[], bool],
+        what: str,
+        *,
+        timeout: float = 60.0,
+        kill_signal: int = signal.SIGKILL,
+    ) -> None:
+        """Own ``proc`` and wait until ``ready()``; on failure stop it with ``kill_signal``."""
+        self._proc = proc
+        try:
+            _wait_until(ready, proc, what, timeout=timeout)
+        except ServerError:
+            proc.stop(kill_signal)
+            self._proc = None
+            raise
+
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.stop(self._stop_signal, timeout=self._stop_timeout)
@@ -388,13 +406,7 @@ class PostgresServer(_Server):
         proc = _Process(
             argv, log, user=user, cwd=self.base_dir, env=_clean_env(), death_signal=signal.SIGQUIT
         )
-        self._proc = proc
-        try:
-            _wait_until(self._ready, proc, "postgres")
-        except ServerError:
-            proc.stop(signal.SIGQUIT)
-            self._proc = None
-            raise
+        self._launch(proc, self._ready, "postgres", kill_signal=signal.SIGQUIT)
 
     def _ready(self) -> bool:
         # postmaster.pid line 8 says "ready" once connections are accepted (PostgreSQL >= 10).
@@ -523,13 +535,7 @@ class RedisServer(_Server):
             "--loglevel", "warning",
         ]  # fmt: skip
         proc = _Process(argv, self.base_dir / "redis.log", cwd=self.base_dir)
-        self._proc = proc
-        try:
-            _wait_until(self.ping, proc, "redis-server", timeout=30)
-        except ServerError:
-            proc.stop(signal.SIGKILL)
-            self._proc = None
-            raise
+        self._launch(proc, self.ping, "redis-server", timeout=30)
 
     def ping(self) -> bool:
         try:
@@ -659,13 +665,7 @@ class S3Server(_Server):
             }
         )
         proc = _Process(argv, self.base_dir / "moto.log", cwd=self.base_dir, env=env)
-        self._proc = proc
-        try:
-            _wait_until(self._ready, proc, "moto server", timeout=60)
-        except ServerError:
-            proc.stop(signal.SIGKILL)
-            self._proc = None
-            raise
+        self._launch(proc, self._ready, "moto server", timeout=60)
 
     def _ready(self) -> bool:
         try:
