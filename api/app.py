@@ -25,10 +25,10 @@ from api.state import AppState, signing_secret
 from engine import db
 from engine.logs import setup_logging
 from engine.metrics import init as metrics_init
+from engine.queue import Doorbell
 from engine.resources import catalog
 from engine.settings import Settings, load_settings
 from engine.storage import open_storage
-from engine.worker import Doorbell
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

@@ -17,7 +17,7 @@ from api.openapi import EXPORT_MEDIA, GZIP, files, operation
 from api.problems import Problem, problem_responses
 from api.state import AppState
 from engine import jobs
-from engine.export import ExportRequestError, from_options
+from engine.exports.query import ExportRequestError, from_options
 from engine.storage import verify_signature
 
 

@@ -22,7 +22,7 @@ from api.state import AppState
 from api.streaming import ClosingStream
 from api.views import job_view
 from engine import db, jobs, metrics
-from engine.export import (
+from engine.exports.query import (
     COMPRESSIONS,
     FORMATS,
     Encoded,

@@ -26,8 +26,8 @@ from api.streaming import ClosingStream
 from api.views import download_url, job_view
 from engine import db, jobs
 from engine.errors import UnsupportedFormat
+from engine.exports.writers import writer_for
 from engine.formats import FORMATS, detect_format
-from engine.formats.writers import writer_for
 from engine.resources import RESOURCE_NAMES
 
 MODES = ("upsert", "insert", "validate_only")

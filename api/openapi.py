@@ -25,7 +25,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from engine.export import COMPRESSIONS, FORMATS
+from engine.exports.query import COMPRESSIONS, FORMATS
 from engine.resources import Filter, FilterOp, Kind, Resource
 
 STRING, OBJECT, ARRAY = OpenAPIType.STRING, OpenAPIType.OBJECT, OpenAPIType.ARRAY

@@ -11,10 +11,10 @@ import anyio.to_thread
 import redis
 from psycopg_pool import ConnectionPool
 
+from engine.queue import Doorbell
 from engine.resources import Resource
 from engine.settings import Settings
 from engine.storage import Storage
-from engine.worker import Doorbell
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@
     .venv/bin/python bench/profile_import.py articles --perf pg.perf   # the writing backend
 
 Starts a PostgreSQL with the benchmark settings (``bench/database.py``), loads the parents with
-``\\copy`` (untimed), then runs :func:`engine.importer.run_import` on the cached benchmark file
+``\\copy`` (untimed), then runs :func:`engine.imports.run.run_import` on the cached benchmark file
 (``bench/inputs.py``) with a local object store over ``bench/.cache``. Prints the wall time, the
 CPU of this process (reading, validating, ADBC encoding) and of the writing backend (from
 ``/proc``), and the time spent in ``BatchLoader.apply`` (waiting for the writer included) and in
@@ -36,8 +36,10 @@ from inputs import CACHE, IMPORT_FORMATS, data_file  # noqa: E402
 from obstore.store import LocalStore  # noqa: E402
 
 from engine import db as engine_db  # noqa: E402
-from engine import jobs, load, references  # noqa: E402
-from engine.importer import ImportContext, run_import  # noqa: E402
+from engine import jobs  # noqa: E402
+from engine.context import JobContext  # noqa: E402
+from engine.imports import load, references  # noqa: E402
+from engine.imports.run import run_import  # noqa: E402
 from engine.resources import catalog  # noqa: E402
 from engine.settings import Settings  # noqa: E402
 from engine.storage import Storage  # noqa: E402
@@ -100,7 +102,7 @@ def _profile(server: Any, args: argparse.Namespace) -> int:
     backend = int(cur.fetchone()[0])
     cur.close()
     bulk.rollback()
-    ctx = ImportContext(
+    ctx = JobContext(
         settings, Storage(LocalStore(str(CACHE)), "local"), catalog(settings.user_roles),
         conn, bulk, "profile", threading.Event(),
     )  # fmt: skip
@@ -110,7 +112,7 @@ def _profile(server: Any, args: argparse.Namespace) -> int:
                                 stderr=subprocess.DEVNULL)  # fmt: skip
     cpu_backend, cpu_self = _cpu_seconds(backend), os.times()
     started = time.perf_counter()
-    status = run_import(ctx, job.id)
+    status = run_import(ctx, job.id).value
     wall = time.perf_counter() - started
     after = os.times()
     backend_cpu = _cpu_seconds(backend) - cpu_backend

@@ -13,7 +13,7 @@
         ├── IdempotencyConflict   same key, different request  (HTTP 422)
         └── IdempotencyInProgress same key, first request still being accepted (HTTP 409)
 
-Bad *records* are not exceptions: they are error rows (see ``engine.validate``).
+Bad *records* are not exceptions: they are error rows (see ``engine.imports.validate``).
 """
 
 from __future__ import annotations

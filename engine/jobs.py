@@ -2,7 +2,7 @@
 
 The ``jobs`` row is the source of truth. A worker *claims* a job by taking its lease
 (``lease_owner``/``lease_expires``); every batch commit extends the lease and advances the
-checkpoint only while the lease is still held (``engine.load``). A job whose lease expired
+checkpoint only while the lease is still held (``engine.imports.load``). A job whose lease expired
 (its worker died) or whose queue message was lost is re-enqueued by :func:`due_for_requeue`.
 
 States: queued → running → completed | failed | cancelled; running → queued when a worker
@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from engine.errors import IdempotencyConflict, IdempotencyInProgress
+from engine.errors import IdempotencyConflict, IdempotencyInProgress, LeaseLost
 
 TERMINAL = ("completed", "failed", "cancelled")
 #: An idempotency key whose first request never finished (the API died) is taken over after this.
@@ -259,6 +259,44 @@ def release(conn: psycopg.Connection[Any], job_id: str, worker: str) -> None:
         "WHERE id = %s AND lease_owner = %s AND status = 'running'",
         (job_id, worker),
     )
+
+
+def save_progress(
+    conn: psycopg.Connection[Any],
+    job_id: str,
+    worker: str,
+    rows: int,
+    size: int,
+    lease_seconds: int,
+) -> bool:
+    """Exports: store rows/bytes so far and extend the lease. Returns cancel_requested; raises
+    LeaseLost. (Imports advance theirs with :data:`CHECKPOINT` inside each batch's transaction.)"""
+    row = conn.execute(
+        """UPDATE jobs SET processed = %s, bytes_read = %s, updated_at = now(),
+               lease_expires = now() + make_interval(secs => %s)
+           WHERE id = %s AND lease_owner = %s AND status = 'running'
+           RETURNING cancel_requested""",
+        (rows, size, lease_seconds, job_id, worker),
+    ).fetchone()
+    if row is None:
+        raise LeaseLost(f"job {job_id} is no longer leased by {worker}")
+    return bool(row[0])
+
+
+#: Imports: one batch's checkpoint, counters and lease extension, executed (ADBC, ``$n``
+#: parameters) in the batch's own transaction, only while this worker holds the lease and the
+#: job expects this batch. Parameters: next batch, next offset, next row, lines before, processed,
+#: successful, failed, error rows, inserted, updated, bytes read, lease seconds, job id, worker,
+#: this batch's index. Returns cancel_requested (no row: the lease was lost).
+CHECKPOINT = """
+UPDATE jobs SET next_batch = $1, next_offset = $2, next_row = $3, next_lines = $4,
+    processed = processed + $5, successful = successful + $6, failed = failed + $7,
+    error_count = error_count + $8, inserted = inserted + $9, updated = updated + $10,
+    bytes_read = $11, lease_expires = now() + make_interval(secs => $12), updated_at = now(),
+    stalled_attempts = 0
+WHERE id = $13::uuid AND lease_owner = $14 AND next_batch = $15 AND status = 'running'
+RETURNING cancel_requested
+"""
 
 
 def set_warnings(conn: psycopg.Connection[Any], job_id: str, warnings: list[str]) -> None:

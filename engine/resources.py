@@ -1,7 +1,8 @@
 """The declarative schema of every resource: columns, types, rules, keys, references, filters.
 
-Validators (``engine.validate``), staging and merge SQL (``engine.load``), export queries and
-filters (``engine.export``) and the API documentation are all derived from these declarations.
+Validators (``engine.imports.validate``), staging and merge SQL (``engine.imports.merge_sql``),
+export queries and filters (``engine.exports.query``) and the API documentation are all derived
+from these declarations.
 Adding a resource means adding one ``Resource`` to :func:`catalog`.
 """
 

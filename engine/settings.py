@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
-#: Values of ``reference_checks`` (engine.references.MODES; settings import nothing of ours).
+#: Values of ``reference_checks`` (engine.imports.references.MODES; settings import nothing
+#: of ours).
 _REFERENCE_CHECKS = ("auto", "triggers")
 
 #: Default roles accepted for users (``BULKIO_USER_ROLES`` overrides, comma-separated).

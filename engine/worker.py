@@ -1,9 +1,10 @@
-"""Dramatiq adapter: the broker, the one actor (``run_job``), the reconciler and the process loop.
+"""The Dramatiq consumer: the one actor (``run_job``), the reconciler and the process loop.
 
-This is the only module that imports Dramatiq. Redis only rings the doorbell ("work on job X");
-the job itself lives in PostgreSQL, so a lost or duplicated message never loses or duplicates data:
-a duplicate finds the job already claimed or finished, and a lost one is re-sent by the
-reconciler, which every worker process runs (one at a time, under an advisory lock).
+With :mod:`engine.queue` (the broker and the doorbell), the only module that imports Dramatiq.
+Redis only rings the doorbell ("work on job X"); the job itself lives in PostgreSQL, so a lost or
+duplicated message never loses or duplicates data: a duplicate finds the job already claimed or
+finished, and a lost one is re-sent by the reconciler, which every worker process runs (one at a
+time, under an advisory lock).
 """
 
 from __future__ import annotations
@@ -19,51 +20,17 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import AgeLimit, Retries, TimeLimit
 from polars.exceptions import PanicException
 
 from engine import db, jobs, metrics, retention
-from engine.importer import ImportContext, run_import
+from engine.context import JobContext
+from engine.imports.run import run_import
+from engine.queue import ACTOR_NAME, Doorbell, create_broker
 from engine.resources import catalog
 from engine.settings import Settings
 from engine.storage import open_storage
 
 log = logging.getLogger("bulkio.worker")
-
-ACTOR_NAME = "run_job"
-#: A job may legitimately run for hours (1M rows is the normal case); leases, not this limit,
-#: detect dead workers.
-TIME_LIMIT_MS = 12 * 3600 * 1000
-
-
-def create_broker(settings: Settings) -> RedisBroker:
-    return RedisBroker(
-        url=settings.redis_url,
-        namespace="bulkio",
-        middleware=[
-            AgeLimit(),
-            TimeLimit(time_limit=TIME_LIMIT_MS),
-            Retries(max_retries=settings.max_attempts, min_backoff=500, max_backoff=15_000),
-        ],
-    )
-
-
-class Doorbell:
-    """Enqueues "work on job X" messages; used by the API and by the reconciler."""
-
-    def __init__(self, settings: Settings, broker: RedisBroker | None = None) -> None:
-        self.broker = broker or create_broker(settings)
-        self.queue = settings.queue_name
-        self.broker.declare_queue(self.queue)
-
-    def ring(self, job_id: str) -> None:
-        message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name=self.queue, actor_name=ACTOR_NAME, args=(job_id,), kwargs={}, options={}
-        )
-        self.broker.enqueue(message)
-
-    def close(self) -> None:
-        self.broker.close()
 
 
 def idle_ms(settings: Settings) -> int:
@@ -83,7 +50,7 @@ class Runtime:
         self._conn: Any = None
         self._bulk: Any = None
 
-    def context(self) -> ImportContext:
+    def context(self) -> JobContext:
         if self._conn is None or self._conn.closed:
             self._conn = db.connect(
                 self.settings.database_url, name="bulkio-worker", idle_ms=idle_ms(self.settings)
@@ -92,7 +59,7 @@ class Runtime:
             self._bulk = db.connect_bulk(
                 self.settings.database_url, name="bulkio-worker", idle_ms=idle_ms(self.settings)
             )
-        return ImportContext(
+        return JobContext(
             self.settings,
             self.storage,
             self.catalog,
@@ -121,7 +88,7 @@ class Runtime:
             if job.kind == "import":
                 run_import(ctx, job_id)
             else:
-                from engine.exporter import run_export
+                from engine.exports.run import run_export
 
                 run_export(ctx, job_id)
         except (Exception, PanicException) as exc:

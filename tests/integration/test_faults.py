@@ -31,8 +31,8 @@ from datafiles import gen, make
 from harness import Bulkio, Proc
 from psycopg.rows import dict_row
 
+from engine.queue import Doorbell
 from engine.settings import load_settings
-from engine.worker import Doorbell
 
 pytestmark = pytest.mark.integration
 

@@ -645,7 +645,7 @@ def _attempt_until_done(runtime: Any, job_id: str, deliveries: int) -> list[str]
 def _panicking_job(
     panic_db: str, monkeypatch: pytest.MonkeyPatch, error: BaseException
 ) -> tuple[Any, str]:
-    from engine import importer
+    from engine.imports import run as importer
     from engine.worker import Runtime
 
     settings = load_settings(

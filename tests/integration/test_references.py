@@ -3,7 +3,7 @@ when they may be used, that they give the FK triggers' results, and that they ho
 locks until the batch is committed (a concurrent DELETE waits, then fails its own FK check).
 
 These tests use a database of their own (migrated like the service's) and drive
-:class:`engine.load.BatchLoader` directly, with ADBC connections like a worker's.
+:class:`engine.imports.load.BatchLoader` directly, with ADBC connections like a worker's.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import psycopg
 import pytest
 
 from engine.db import connect_bulk, migrate
-from engine.formats import read_batches
-from engine.load import BatchInput, BatchLoader
-from engine.references import ReferenceLocker, probe
+from engine.formats.reader import read_batches
+from engine.imports.load import BatchInput, BatchLoader
+from engine.imports.references import ReferenceLocker, probe
+from engine.imports.validate import validate
 from engine.resources import catalog
-from engine.validate import validate
 
 pytestmark = pytest.mark.integration
 

@@ -16,14 +16,14 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from engine.export import (
+from engine.exports.query import (
     Encoded,
     ExportRequestError,
     build_query,
     from_options,
     prepare,
 )
-from engine.formats.writers import writer_for
+from engine.exports.writers import writer_for
 from engine.resources import catalog
 
 CAT = catalog()

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import DecompressedTooLarge, FileError, InvalidEncoding, MissingColumns
-from engine.formats import Position, detect_format, read_batches
+from engine.formats import detect_format
+from engine.formats.reader import Position, read_batches
 
 COLS = ["id", "name", "x"]
 

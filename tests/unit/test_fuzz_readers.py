@@ -31,10 +31,10 @@ from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from engine.errors import FileError, InvalidEncoding, MissingColumns, RecordTooLarge
-from engine.formats import Batch, Header, Position, read_batches
 from engine.formats.parse import MAX_FIELDS, MAX_JSON_DEPTH
+from engine.formats.reader import Batch, Header, Position, read_batches
+from engine.imports.validate import validate
 from engine.resources import catalog
-from engine.validate import validate
 
 COLS = ("id", "name", "x")
 USERS = catalog()["users"]

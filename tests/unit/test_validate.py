@@ -7,9 +7,9 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from engine.formats import LINE, ROW
+from engine.formats.reader import LINE, ROW
+from engine.imports.validate import parse_tags, parse_timestamps, validate
 from engine.resources import catalog
-from engine.validate import parse_tags, parse_timestamps, validate
 
 RES = catalog()
 UID = "3f2b8c1e-7d4a-4e2b-9c1d-2a3b4c5d6e7f"

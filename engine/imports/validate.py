@@ -3,7 +3,8 @@
 Every rule is a vectorised polars expression or a native check over a whole column
 (``engine.checks``); there is no per-record Python. Each column reports at most one error (the
 first failing rule: required, then format, then value); a record is valid when no column failed.
-Keys, uniqueness and foreign keys are *not* decided here but in PostgreSQL (``engine.load``).
+Keys, uniqueness and foreign keys are *not* decided here but in PostgreSQL
+(``engine.imports.load``).
 """
 
 from __future__ import annotations

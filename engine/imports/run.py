@@ -3,49 +3,30 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
 
 from engine import jobs, metrics
+from engine.context import JobContext, RunResult
 from engine.db import connect_bulk, idle_in_transaction_ms
 from engine.error_rows import ERROR_SCHEMA
 from engine.errors import FileError, LeaseLost
-from engine.formats import Batch, Header, Position, read_batches
-from engine.load import BatchInput, BatchLoader, Prepared
+from engine.formats.reader import Batch, Header, Position, read_batches
+from engine.imports.load import BatchInput, BatchLoader, Prepared
+from engine.imports.validate import Validated, validate
 from engine.prefetch import prefetch
-from engine.resources import Resource
-from engine.settings import Settings
-from engine.storage import Storage
-from engine.validate import Validated, validate
 
 log = logging.getLogger("bulkio.import")
 
 
-@dataclass(slots=True)
-class ImportContext:
-    settings: Settings
-    storage: Storage
-    catalog: dict[str, Resource]
-    #: psycopg connection (autocommit) for job state
-    conn: Any
-    #: ADBC connection for batches
-    bulk: Any
-    worker: str
-    #: set when the process is asked to stop: the job is handed back at the next batch boundary
-    stopping: threading.Event
-
-
-def run_import(ctx: ImportContext, job_id: str) -> str:
-    """Process the job if this worker can claim it. Returns the job's status afterwards."""
+def run_import(ctx: JobContext, job_id: str) -> RunResult:
+    """Process the job if this worker can claim it; how the attempt ended."""
     s = ctx.settings
     job = jobs.claim(ctx.conn, job_id, ctx.worker, s.lease_seconds, s.max_attempts)
     if job is None:
-        return "not-claimed"
+        return RunResult.NOT_CLAIMED
     resource = ctx.catalog[job.resource]
     start = Position(job.next_batch, job.next_offset, job.next_row, job.next_lines)
     loader = BatchLoader(
@@ -114,19 +95,19 @@ def run_import(ctx: ImportContext, job_id: str) -> str:
                 jobs.finish(ctx.conn, job.id, ctx.worker, "cancelled")
                 metrics.job_finished("import", "cancelled")
                 log.info("import cancelled", extra=tags)
-                return "cancelled"
+                return RunResult.CANCELLED
             if ctx.stopping.is_set():
                 jobs.release(ctx.conn, job.id, ctx.worker)
                 log.info("import handed back at shutdown", extra=tags)
-                return "released"
+                return RunResult.RELEASED
     except FileError as exc:
         jobs.fail(ctx.conn, job.id, ctx.worker, str(exc))
         metrics.job_finished("import", "failed")
         log.warning("import failed: unreadable file", extra={**tags, "error": str(exc)})
-        return "failed"
+        return RunResult.FAILED
     except LeaseLost:
         log.warning("lease lost; another worker owns the job", extra=tags)
-        return "lease-lost"
+        return RunResult.LEASE_LOST
     finally:
         # First the locker (wakes a reading thread waiting for a lock connection), then the
         # reading thread itself, so neither waits on the other.
@@ -149,4 +130,4 @@ def run_import(ctx: ImportContext, job_id: str) -> str:
                 "rows_per_sec": round(final.processed / elapsed, 1) if elapsed else None,
             },
         )
-    return "completed"
+    return RunResult.COMPLETED

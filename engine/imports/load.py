@@ -3,7 +3,7 @@
 Everything for a batch happens in ONE transaction on the worker's ADBC connection:
 
 1. COPY the valid rows into a temp staging table and the reader/validator errors into another;
-2. classify staged rows in SQL (foreign keys, keys, conflicts) — ``engine.merge_sql``;
+2. classify staged rows in SQL (foreign keys, keys, conflicts) — ``engine.imports.merge_sql``;
 3. insert every error row, upsert the accepted rows (or, for validate_only, remember their keys);
 4. advance the job's checkpoint and counters, *only if this worker still holds the lease*.
 
@@ -25,11 +25,12 @@ import adbc_driver_manager
 import polars as pl
 import pyarrow as pa
 
-from engine import merge_sql
+from engine import jobs
 from engine.error_rows import ERROR_SCHEMA
 from engine.errors import LeaseLost
-from engine.formats import LINE, ROW, Position
-from engine.references import MODES, Hold, ReferenceLocker, probe
+from engine.formats.reader import LINE, ROW, Position
+from engine.imports import merge_sql
+from engine.imports.references import MODES, Hold, ReferenceLocker, probe
 from engine.resources import Kind, Resource
 
 log = logging.getLogger(__name__)
@@ -82,17 +83,6 @@ class BatchOutcome:
     cancel_requested: bool
 
 
-_CHECKPOINT = """
-UPDATE jobs SET next_batch = $1, next_offset = $2, next_row = $3, next_lines = $4,
-    processed = processed + $5, successful = successful + $6, failed = failed + $7,
-    error_count = error_count + $8, inserted = inserted + $9, updated = updated + $10,
-    bytes_read = $11, lease_expires = now() + make_interval(secs => $12), updated_at = now(),
-    stalled_attempts = 0
-WHERE id = $13::uuid AND lease_owner = $14 AND next_batch = $15 AND status = 'running'
-RETURNING cancel_requested
-"""
-
-
 class BatchLoader:
     """Applies batches of one job on one connection; see the module docstring."""
 
@@ -133,7 +123,7 @@ class BatchLoader:
             self._paths.append((merge_sql.fast_upsert(resource, job_id, mode, plain=True), 0))
             if mode == "upsert":
                 self._paths.append((merge_sql.fast_upsert(resource, job_id, mode), 0))
-        #: Set-based reference checks for DIRECT_COPY (engine.references), when safe here.
+        #: Set-based reference checks for DIRECT_COPY (engine.imports.references), when safe here.
         self._locker: ReferenceLocker | None = None
         if self._paths and resource.foreign_keys:
             why_not = "BULKIO_REFERENCE_CHECKS=triggers"
@@ -319,7 +309,7 @@ class BatchLoader:
             errors = batch.errors.height + sql_errors
             pos = batch.after
             cur.execute(
-                _CHECKPOINT,
+                jobs.CHECKPOINT,
                 parameters=(
                     pos.batch,
                     pos.offset,

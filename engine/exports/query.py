@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 
 from engine.errors import BulkioError
-from engine.formats.writers import WRITERS, Writer, writer_for
+from engine.exports.writers import WRITERS, Writer, writer_for
 from engine.resources import Filter, FilterOp, Kind, Resource
 
 #: Formats an export can be written in.

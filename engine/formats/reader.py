@@ -1,0 +1,291 @@
+"""The reading loop: a stream of file bytes → batches of validated-shape polars frames.
+
+``read_batches`` is the single entry point: it decodes (gzip, BOM), checks UTF-8, frames whole
+records (``framing``), and parses each block (``parse``). Every batch knows the position right
+after it, which the loader stores as the job's checkpoint; ``read_batches(start=...)`` resumes
+there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from engine.checks import utf8_error_offset
+from engine.errors import FileError, InvalidEncoding, MissingColumns, UnsupportedFormat
+from engine.formats.decode import decoded
+from engine.formats.framing import (
+    Block,
+    CsvFramer,
+    Framer,
+    JsonArrayFramer,
+    LineFramer,
+    as_array,
+    blocks,
+)
+from engine.formats.parse import (
+    LINE,
+    MAX_FIELDS,
+    ROW,
+    Parsed,
+    json_keys,
+    parse_csv,
+    parse_json_lines,
+    shown,
+)
+
+#: Why a file without a single record fails (a job that "succeeds" with nothing hides mistakes).
+_NO_RECORDS = {
+    "csv": "the CSV file has a header but no records",
+    "ndjson": "the file holds no records: it is empty or has only blank lines",
+    "json": "the JSON array is empty: the file holds no records",
+}
+#: Names listed in one message or warning; the rest are counted.
+_LISTED = 20
+
+__all__ = ["LINE", "ROW", "Batch", "Header", "Position", "read_batches"]
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where reading (re)starts: batch index, decoded byte offset, next row number, lines before."""
+
+    batch: int = 0
+    offset: int = 0
+    row: int = 1
+    lines: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    index: int
+    frame: pl.DataFrame
+    errors: pl.DataFrame
+    rows: int
+    #: position right after this batch (the checkpoint to store when it commits)
+    after: Position
+    #: decoded bytes consumed up to the end of this batch
+    bytes_end: int
+
+
+@dataclass(slots=True)
+class Header:
+    names: list[str]
+    raw: bytes
+    length: int
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Stream:
+    """An iterator of bytes with push-back, so the header can be peeled off the front."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._it = iter(chunks)
+        self._head: list[bytes] = []
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self._head:
+            yield self._head.pop()
+        yield from self._it
+
+    def next(self) -> bytes:
+        if self._head:
+            return self._head.pop()
+        return next(self._it, b"")
+
+    def push(self, data: bytes) -> None:
+        if data:
+            self._head.append(data)
+
+    def skip(self, n: int) -> None:
+        while n > 0:
+            chunk = self.next()
+            if not chunk:
+                raise FileError("the stored file is shorter than the job's checkpoint")
+            if len(chunk) > n:
+                self.push(chunk[n:])
+                return
+            n -= len(chunk)
+
+
+def _listing(names: Sequence[str]) -> str:
+    """Names for a message: NUL made visible, an empty name shown as "", at most _LISTED."""
+    shown_names = [shown(n) if n else '""' for n in names[:_LISTED]]
+    more = f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
+    return ", ".join(shown_names) + more
+
+
+def _first_record(stream: _Stream, framer: CsvFramer, limit: int) -> bytes:
+    buf = b""
+    while True:
+        chunk = stream.next()
+        if not chunk:
+            if framer.in_quotes:
+                raise FileError("the CSV header ends inside a quoted field (an unbalanced quote)")
+            return buf
+        start = len(buf)
+        buf += chunk
+        ends = framer.scan(as_array(buf[start:]))
+        cut = start + int(ends[0]) if len(ends) else len(buf) + 1
+        if cut - 1 > limit:  # checked whether or not the line ended in this chunk
+            raise MissingColumns(
+                f"the CSV header line is longer than the record limit ({limit} bytes, "
+                "BULKIO_MAX_RECORD_BYTES)"
+            )
+        if len(ends):
+            stream.push(buf[cut:])
+            return buf[:cut]
+
+
+def _csv_header(
+    stream: _Stream, columns: Sequence[str], required: Sequence[str], limit: int
+) -> Header:
+    raw = _first_record(stream, CsvFramer(), limit)
+    if not raw.strip():
+        raise MissingColumns("the file is empty: a CSV file needs a header row naming its columns")
+    _check_utf8(raw, 0, 0)
+    if b"\r" in raw.rstrip(b"\r\n"):
+        # Records end with LF or CRLF; a lone CR elsewhere is data. In a header it means the
+        # file uses CR-only line endings (classic Mac), which would make the whole file one line.
+        raise FileError(
+            "the CSV header line holds a carriage return (CR) that is not followed by a line feed: "
+            "the file seems to use CR-only line endings; re-save it with LF or CRLF line endings"
+        )
+    try:
+        names = [n.strip() for n in next(csv.reader(io.StringIO(raw.decode("utf-8"))))]
+    except csv.Error as exc:
+        raise FileError(f"the CSV header line cannot be read: {exc}") from exc
+    if len(names) > MAX_FIELDS:
+        raise FileError(
+            f"the CSV header has {len(names)} columns; at most {MAX_FIELDS} are accepted"
+        )
+    seen: set[str] = set()
+    dupes = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    if dupes:
+        raise MissingColumns(f"the CSV header repeats column(s): {_listing(dupes)}")
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise MissingColumns(
+            f"the CSV header lacks required column(s): {', '.join(missing)}; "
+            f"found: {_listing(names) or '(none)'}"
+        )
+    unknown = [n for n in names if n not in columns]
+    warnings = [f"ignored unknown column(s): {_listing(unknown)}"] if unknown else []
+    header_line = raw if raw.endswith(b"\n") else raw + b"\n"
+    return Header(names, header_line, len(raw), warnings)
+
+
+def _json_header(stream: _Stream) -> Header:
+    buf = b""
+    while True:
+        chunk = stream.next()
+        if not chunk:
+            raise FileError("the file is empty: a JSON file must hold an array of objects")
+        buf += chunk
+        stripped = buf.lstrip()
+        if stripped:
+            break
+    if not stripped.startswith(b"["):
+        raise FileError(
+            "a JSON file must hold one array of objects ([{...}, {...}]); "
+            f"this one starts with {stripped[:20].decode('utf-8', 'replace')!r} "
+            "(for one object per line use format=ndjson)"
+        )
+    cut = len(buf) - len(stripped) + 1
+    stream.push(buf[cut:])
+    return Header([], buf[:cut], cut)
+
+
+def _check_utf8(data: bytes, offset: int, lines_before: int) -> None:
+    if utf8_error_offset(data) is None:  # the common case, without building a str
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = lines_before + data.count(b"\n", 0, exc.start) + 1
+        if offset == 0 and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise InvalidEncoding(
+                "the file is not UTF-8: it starts with a UTF-16 (or UTF-32) byte-order mark; "
+                "re-save it as UTF-8"
+            ) from exc
+        raise InvalidEncoding(
+            f"the file is not valid UTF-8: byte 0x{data[exc.start]:02x} at offset "
+            f"{offset + exc.start} (line {line}); re-save it as UTF-8"
+        ) from exc
+
+
+def read_batches(
+    chunks: Iterable[bytes],
+    fmt: str,
+    columns: Sequence[str],
+    required: Sequence[str],
+    *,
+    batch_rows: int,
+    max_record_bytes: int,
+    max_decompressed_bytes: int,
+    start: Position | None = None,
+    header_out: list[Header] | None = None,
+    batch_bytes: int = 1 << 62,
+) -> Iterator[Batch]:
+    """Yield batches of ``batch_rows`` records (fewer when they pass ``batch_bytes`` decoded
+    bytes) from ``start`` (default: the beginning)."""
+    stream = _Stream(decoded(chunks, max_decompressed_bytes))
+    framer: Framer
+    if fmt == "csv":
+        header = _csv_header(stream, columns, required, max_record_bytes)
+        framer = CsvFramer()
+    elif fmt == "json":
+        header = _json_header(stream)
+        framer = JsonArrayFramer()
+    elif fmt == "ndjson":
+        header = Header([], b"", 0)
+        framer = LineFramer()
+    else:
+        raise UnsupportedFormat(f"unknown format {fmt!r}")
+    if header_out is not None:
+        header_out.append(header)
+    header_lines = header.raw[: header.length].count(b"\n")
+    pos = start or Position(0, header.length, 1, header_lines)
+    if pos.offset < header.length:
+        pos = Position(pos.batch, header.length, pos.row, header_lines)
+    stream.skip(pos.offset - header.length)
+    row = pos.row
+    from_start = pos.batch == 0
+    for block in blocks(
+        iter(stream),
+        framer,
+        batch_rows=batch_rows,
+        max_record_bytes=max_record_bytes,
+        offset=pos.offset,
+        lines_before=pos.lines,
+        first_index=pos.batch,
+        batch_bytes=batch_bytes,
+    ):
+        _check_utf8(block.data, block.offset, block.lines_before)
+        parsed = _parse(block, fmt, header, columns, row)
+        if fmt != "csv" and from_start and block.index == 0:
+            _warn_unknown_keys(header, block, fmt, columns)
+        row += parsed.rows
+        end = block.offset + len(block.data)
+        after = Position(block.index + 1, end, row, block.lines_before + block.data.count(b"\n"))
+        yield Batch(block.index, parsed.frame, parsed.errors, parsed.rows, after, end)
+    if from_start and row == pos.row:
+        raise FileError(_NO_RECORDS[fmt])
+
+
+def _warn_unknown_keys(header: Header, block: Block, fmt: str, columns: Sequence[str]) -> None:
+    """JSON keys that are not columns are ignored; say so once, like CSV's unknown columns. Only
+    the first batch is sampled (``KEY_SAMPLE`` records): the warning is set when it commits."""
+    unknown = sorted(json_keys(block, array=fmt == "json") - set(columns))
+    if unknown:
+        header.warnings.append(f"ignored unknown key(s): {_listing(unknown)}")
+
+
+def _parse(block: Block, fmt: str, header: Header, columns: Sequence[str], row: int) -> Parsed:
+    if fmt == "csv":
+        return parse_csv(block, header.raw, header.names, columns, row)
+    return parse_json_lines(block, columns, row, array=fmt == "json")

@@ -1,0 +1,53 @@
+"""The queue seam: the Dramatiq broker, the actor's name and the doorbell.
+
+Redis only rings a doorbell ("work on job X"); the job itself lives in PostgreSQL. The API rings
+it after creating a job, the worker's reconciler rings it again for jobs whose message was lost.
+Both import this module, which loads Dramatiq's broker but nothing of the pipelines: the consumer
+(the actor, the reconciler, the process loop) is :mod:`engine.worker`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import AgeLimit, Retries, TimeLimit
+
+from engine.settings import Settings
+
+#: The one actor: ``run_job(job_id)``.
+ACTOR_NAME = "run_job"
+#: A job may legitimately run for hours (1M rows is the normal case); leases, not this limit,
+#: detect dead workers.
+TIME_LIMIT_MS = 12 * 3600 * 1000
+
+
+def create_broker(settings: Settings) -> RedisBroker:
+    return RedisBroker(
+        url=settings.redis_url,
+        namespace="bulkio",
+        middleware=[
+            AgeLimit(),
+            TimeLimit(time_limit=TIME_LIMIT_MS),
+            Retries(max_retries=settings.max_attempts, min_backoff=500, max_backoff=15_000),
+        ],
+    )
+
+
+class Doorbell:
+    """Enqueues "work on job X" messages; used by the API and by the reconciler."""
+
+    def __init__(self, settings: Settings, broker: RedisBroker | None = None) -> None:
+        self.broker = broker or create_broker(settings)
+        self.queue = settings.queue_name
+        self.broker.declare_queue(self.queue)
+
+    def ring(self, job_id: str) -> None:
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=self.queue, actor_name=ACTOR_NAME, args=(job_id,), kwargs={}, options={}
+        )
+        self.broker.enqueue(message)
+
+    def close(self) -> None:
+        self.broker.close()
