@@ -28,7 +28,7 @@ help:
 	@echo "make stop     stop the PostgreSQL/Redis started by make run"
 	@echo "make status   are they running?"
 	@echo "make test     cargo test (native/) + pytest (tests/); fails if either fails"
-	@echo "make lint     ruff check, ruff format --check, mypy, cargo fmt --check, cargo clippy"
+	@echo "make lint     ruff check, ruff format --check, mypy, stubtest, cargo fmt --check, cargo clippy"
 	@echo "make bench    pytest-benchmark suite in bench/"
 
 setup:
@@ -86,6 +86,8 @@ lint: setup
 	echo "== ruff check"; $(VENV)/bin/ruff check . || failed+=("ruff check"); \
 	echo "== ruff format --check"; $(VENV)/bin/ruff format --check . || failed+=("ruff format"); \
 	echo "== mypy engine api"; $(VENV)/bin/mypy engine api || failed+=(mypy); \
+	echo "== mypy.stubtest engine._native (engine/_native.pyi against the compiled module)"; \
+	$(PY) -m mypy.stubtest engine._native --mypy-config-file pyproject.toml || failed+=(stubtest); \
 	echo "== cargo fmt --check"; cargo fmt --manifest-path $(CARGO_MANIFEST) --all --check || failed+=("cargo fmt"); \
 	echo "== cargo clippy"; \
 	$(CARGO_ENV) cargo clippy --manifest-path $(CARGO_MANIFEST) --all-targets -- -D warnings || failed+=("cargo clippy"); \

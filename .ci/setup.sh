@@ -2,11 +2,16 @@
 # Prepare a machine (or a fresh CI runner) to build, test and run bulkio. Idempotent and fast when
 # nothing changed.
 #
-#   .ci/setup.sh              system packages + .venv with the project installed editable
-#                             ('.[test,bench]', which compiles the Rust extension engine._native)
+#   .ci/setup.sh              system packages + .venv with the project installed editable (which
+#                             compiles the Rust extension engine._native) and the `dev` dependency
+#                             group (test, bench and lint tools), at the versions in uv.lock
 #   .ci/setup.sh --no-build   same, but only the Python dependencies: the project (and its Rust
 #                             extension) is not built; the source tree is put on sys.path instead
 #   .ci/setup.sh --force      reinstall even if the stamp says nothing changed
+#
+# uv.lock pins every Python package (with hashes). When pyproject.toml changed and uv.lock no
+# longer matches it, CI (CI=true) fails; elsewhere the lock is updated (pinned versions that still
+# fit are kept) and you are told to commit it.
 #
 # Environment: PYTHON (interpreter used to create .venv, default python3, must be >= 3.11),
 #              BULKIO_SKIP_APT=1 (never call apt-get; just check that the binaries exist).
@@ -28,7 +33,7 @@ for arg in "$@"; do
         --no-build) BUILD=0 ;;
         --force) FORCE=1 ;;
         -h | --help)
-            sed -n '2,17p' "$0"
+            sed -n '2,22p' "$0"
             exit 0
             ;;
         *)
@@ -177,7 +182,7 @@ compute_stamp() {
     {
         echo "mode=$BUILD python=$PY_VERSION"
         local f
-        for f in pyproject.toml Cargo.toml Cargo.lock native/Cargo.toml native/Cargo.lock native/build.rs; do
+        for f in pyproject.toml uv.lock Cargo.toml Cargo.lock native/Cargo.toml native/build.rs; do
             [[ -f $f ]] && echo "$f $(sha256sum <"$f")"
         done
         if [[ -d native/src ]]; then
@@ -202,24 +207,45 @@ if [[ $FORCE == 0 ]] && installed_ok "$WANT"; then
 fi
 
 rm -f "$STAMP"
-if [[ ! -x $VENV/bin/uv ]]; then
-    log "installing uv into .venv"
-    "$VPY" -m pip install -q --disable-pip-version-check uv
-fi
+# uv itself is pinned: uv.lock's format and resolution are those of this version.
+UV_VERSION=0.13.9
 UV=$VENV/bin/uv
+if [[ ! -x $UV || $("$UV" --version 2>/dev/null | cut -d' ' -f2) != "$UV_VERSION" ]]; then
+    log "installing uv $UV_VERSION into .venv"
+    "$VPY" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
+fi
 SRC_PTH=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_bulkio_source_tree.pth
+
+# `uv sync` installs exactly the versions in uv.lock into .venv (the project environment).
+# --inexact: leave alone what it did not install (pip, uv itself, tools added by hand).
+export UV_PROJECT_ENVIRONMENT=$VENV
+SYNC=("$UV" sync --inexact)
+if [[ ${CI:-} == true ]]; then
+    "$UV" lock --check ||
+        die "uv.lock does not match pyproject.toml: run '.venv/bin/uv lock' and commit uv.lock"
+    SYNC+=(--locked)
+else
+    LOCK_BEFORE=$(sha256sum <uv.lock 2>/dev/null || true)
+fi
 
 start=$SECONDS
 if [[ $BUILD == 1 ]]; then
     rm -f "$SRC_PTH"
-    log "installing bulkio editable with [test,bench] (compiles native/ through maturin)"
-    "$UV" pip install --python "$VPY" --reinstall-package bulkio -e '.[test,bench]'
+    log "installing bulkio editable + the dev dependency group from uv.lock (compiles native/ through maturin)"
+    "${SYNC[@]}" --reinstall-package bulkio
+    # The extension is an abi3 module (engine/_native.abi3.so). A version-specific one left by an
+    # older build would be imported first (CPython tries .cpython-3XX-*.so before .abi3.so).
+    find engine -maxdepth 1 -name '_native.*.so' ! -name '_native.abi3.so' -print -delete |
+        sed 's/^/[setup] removed stale /' >&2
     "$VPY" -c 'import engine._native' ||
         die "the build finished but 'import engine._native' fails"
 else
-    log "installing the Python dependencies only (--no-build: engine._native is NOT built)"
-    "$UV" pip install --python "$VPY" -r pyproject.toml --extra test --extra bench
+    log "installing the Python dependencies only from uv.lock (--no-build: engine._native is NOT built)"
+    "${SYNC[@]}" --no-install-project
     echo "$ROOT" >"$SRC_PTH"
 fi
-echo "$WANT" >"$STAMP"
+if [[ ${CI:-} != true && $(sha256sum <uv.lock) != "$LOCK_BEFORE" ]]; then
+    log "uv.lock was updated to match pyproject.toml: commit it"
+fi
+echo "$(compute_stamp)" >"$STAMP"
 log "done in $((SECONDS - start))s"

@@ -1,8 +1,7 @@
 # Type stub for the Rust extension engine._native (native/src/lib.rs).
 # Only engine/checks.py imports this module; use engine.checks everywhere else.
 #
-# Verified against the built module with (from the repository root, after building it with
-# `maturin develop --release` or `pip install -e .`):
+# Checked against the built module by `make lint`, which runs (from the repository root):
 #
 #     python -m mypy.stubtest engine._native --mypy-config-file pyproject.toml
 #
@@ -52,5 +51,5 @@ def is_token_id(arr: ArrowArrayExportable, prefix: str, max_len: int) -> pa.Bool
 def word_count(arr: ArrowArrayExportable) -> pa.UInt32Array:
     """Number of Unicode-whitespace-separated words."""
 
-def utf8_error_offset(data: bytes, /) -> int | None:
+def utf8_error_offset(data: bytes) -> int | None:
     """Offset of the first byte that is not valid UTF-8, or None (reads bytes, not Arrow)."""
