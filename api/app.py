@@ -22,7 +22,7 @@ from api.jobs_routes import JobController
 from api.openapi import describe_exports
 from api.problems import HANDLERS
 from api.state import AppState, signing_secret
-from engine import db
+from engine import __version__, db
 from engine.logs import setup_logging
 from engine.metrics import init as metrics_init
 from engine.queue import Doorbell
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State(),
         openapi_config=OpenAPIConfig(
             title="bulkio",
-            version="0.1.0",
+            version=__version__,
             path="/schema",
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
