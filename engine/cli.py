@@ -1,4 +1,8 @@
-"""``bulkio`` command line: migrate, worker, token, cleanup."""
+"""``bulkio`` command line: migrate, worker, token, cleanup.
+
+Exit codes: 0 done, 1 a failed action (e.g. no such token), 2 a usage or configuration error
+(a wrong ``BULKIO_*`` value: the message names the variable and what it allows).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import sys
 
 from engine import db
 from engine.logs import setup_logging
-from engine.settings import Settings, load_settings
+from engine.settings import Settings, SettingsError, load_settings, warn_unknown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         help="delete jobs finished more than this many days ago (default: BULKIO_RETENTION_DAYS)",
     )
     args = parser.parse_args(argv)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
     setup_logging(settings.log_level)
+    warn_unknown()
     if args.command == "migrate":
         applied = db.migrate(settings.database_url)
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
