@@ -15,8 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
-#: Cells a spreadsheet would evaluate as a formula (CSV injection).
-FORMULA_START = r"^[=+\-@\t\r]"
+#: Cells a spreadsheet would evaluate as a formula (CSV injection): a first non-blank character
+#: ``=``, ``+``, ``-`` or ``@`` (spreadsheets skip leading blanks: "  =cmd()", "\t=1"; ``\s`` is
+#: Unicode-aware, so no-break and ideographic spaces count too), or a leading tab or CR.
+FORMULA_START = r"^(?:[\t\r]|\s*[=+\-@])"
 
 __all__ = ["WRITERS", "Writer", "writer_for"]
 
