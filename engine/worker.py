@@ -24,6 +24,7 @@ from polars.exceptions import PanicException
 
 from engine import db, jobs, metrics, retention
 from engine.context import JobContext
+from engine.errors import FileError
 from engine.imports.run import run_import
 from engine.queue import ACTOR_NAME, Doorbell, create_broker
 from engine.resources import catalog
@@ -94,14 +95,27 @@ class Runtime:
         except (Exception, PanicException) as exc:
             # PanicException (a Rust panic in polars or the native module) derives from
             # BaseException; it must fail this attempt like any error, not kill the worker.
-            log.exception("job attempt failed; it will be retried", extra={"job_id": job_id})
+            error_id = uuid.uuid4().hex[:12]
+            log.exception(
+                "job attempt failed; it will be retried",
+                extra={"job_id": job_id, "error_id": error_id},
+            )
             self.reset()
             try:
                 with db.connect(self.settings.database_url, name="bulkio-worker") as conn:
-                    jobs.note_error(conn, job_id, self.worker_id, f"{type(exc).__name__}: {exc}")
+                    jobs.note_error(conn, job_id, self.worker_id, client_message(exc, error_id))
             except Exception:
                 log.warning("could not record the failure", extra={"job_id": job_id})
             raise  # Dramatiq's worker catches BaseException and retries (bounded)
+
+
+def client_message(exc: BaseException, error_id: str) -> str:
+    """What the job's client may see of a failed attempt. A driver's or library's text can hold
+    host names, SQL and values, so it stays in the log (under ``error_id``); only errors meant
+    for the user (:class:`~engine.errors.FileError`) keep their own message."""
+    if isinstance(exc, FileError):
+        return str(exc)
+    return f"internal error (id {error_id})"
 
 
 def declare_actor(broker: RedisBroker, runtime: Runtime) -> dramatiq.Actor[[str], None]:
