@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,19 +22,27 @@ from api.imports import ImportController
 from api.jobs_routes import JobController
 from api.openapi import describe_exports
 from api.problems import HANDLERS
-from api.state import AppState, signing_secret
+from api.state import AppState
 from engine import __version__, db
 from engine.logs import setup_logging
 from engine.metrics import init as metrics_init
 from engine.queue import Doorbell
 from engine.resources import catalog
-from engine.settings import Settings, load_settings
-from engine.storage import open_storage
+from engine.settings import Settings, SettingsError, load_settings, warn_unknown
+from engine.storage import open_storage, signing_secret
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
-    settings = settings or load_settings()
+    from_environment = settings is None
+    if settings is None:
+        try:
+            settings = load_settings()
+        except SettingsError as exc:  # stop the server with the message, not a traceback
+            print(exc.report(), file=sys.stderr)
+            raise SystemExit(2) from None
     setup_logging(settings.log_level)
+    if from_environment:
+        warn_unknown()
     metrics_init(settings)
 
     @asynccontextmanager
@@ -47,13 +56,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         doorbell = Doorbell(settings)
         redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+        with pool.connection() as conn:
+            secret = signing_secret(conn, settings)
         app.state.app = AppState(
             settings=settings,
             pool=pool,
             storage=open_storage(settings),
             doorbell=doorbell,
             catalog=catalog(settings.user_roles),
-            signing_secret=signing_secret(settings),
+            signing_secret=secret,
             redis=redis_client,
             tokens=TokenCache(),
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -38,7 +37,3 @@ class AppState:
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, ...)`` on a pooled connection in a thread (call from async code)."""
         return await anyio.to_thread.run_sync(lambda: self.sync(fn, *args, **kwargs))
-
-
-def signing_secret(settings: Settings) -> bytes:
-    return settings.signing_secret.encode() if settings.signing_secret else secrets.token_bytes(32)
