@@ -693,7 +693,7 @@ def test_an_exception_fails_the_job_after_bounded_attempts(
     status, _, error, lease_owner = _job_row(panic_db, job_id)
     assert (status, lease_owner) == ("failed", None)
     assert raised == ["RuntimeError"] * 3  # three attempts ran; the fourth delivery gave up
-    assert error == "gave up after 3 attempts; last error: RuntimeError: kaboom"
+    assert error.startswith("gave up after 3 attempts; last error: internal error (id ")
 
 
 def test_the_attempts_counted_in_postgresql_never_exceed_max_attempts(
@@ -719,12 +719,10 @@ def test_a_panic_fails_the_job_after_bounded_attempts_with_a_clear_message(
         status, attempts, error, lease_owner = _job_row(panic_db, job_id)
         assert raised == ["PanicException"]
         assert (status, attempts, lease_owner) == ("queued", 1, None), "lease not handed back"
-        assert error == "PanicException: not yet implemented: hostile input"
+        assert error.startswith("internal error (id "), error  # details only in the log
         _attempt_until_done(runtime, job_id, deliveries=3)
     finally:
         runtime.reset()
     status, attempts, error, _ = _job_row(panic_db, job_id)
     assert status == "failed" and attempts <= 4
-    assert error == (
-        "gave up after 3 attempts; last error: PanicException: not yet implemented: hostile input"
-    )
+    assert error.startswith("gave up after 3 attempts; last error: internal error (id "), error
