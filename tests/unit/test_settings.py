@@ -194,7 +194,10 @@ def test_unknown_variables_are_warned_about_once_with_a_suggestion(
 def test_script_variables_are_read_by_the_scripts() -> None:
     """Each name the settings ignore is really read by a script, a make target or a test helper."""
     sources = [ROOT / "Makefile", *(ROOT / ".ci").iterdir(), *(ROOT / "tests").rglob("*.py")]
-    text = "\n".join(p.read_text(errors="replace") for p in sources if p.is_file())
+    mine = Path(__file__).resolve()
+    text = "\n".join(
+        p.read_text(errors="replace") for p in sources if p.is_file() and p.resolve() != mine
+    )
     for name in SCRIPT_VARIABLES:
         assert name in text, name
 
