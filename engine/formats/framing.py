@@ -55,6 +55,9 @@ def nesting(opens: np.ndarray, closes: np.ndarray, start: int = 0) -> np.ndarray
 
 
 class Framer(Protocol):
+    #: no more records can follow (a JSON array's closing ``]`` was seen)
+    closed: bool
+
     def scan(self, data: np.ndarray) -> np.ndarray:
         """Return end offsets (exclusive, relative to ``data``) of records completed in ``data``."""
         ...
@@ -67,6 +70,8 @@ class Framer(Protocol):
 class LineFramer:
     """NDJSON: one record per line."""
 
+    closed = False
+
     def scan(self, data: np.ndarray) -> np.ndarray:
         return np.flatnonzero(data == NL) + 1
 
@@ -76,6 +81,8 @@ class LineFramer:
 
 class CsvFramer:
     """CSV: newlines outside quoted fields end records."""
+
+    closed = False
 
     def __init__(self) -> None:
         self.in_quotes = False
@@ -186,12 +193,18 @@ def _check_lengths(
     if len(lengths) and int(lengths.max()) > max_record_bytes:
         first = int(np.flatnonzero(lengths > max_record_bytes)[0])
         start = previous if first == 0 else int(ends[first - 1])
-        raise _too_large(lines_before + buf.count(b"\n", 0, start) + 1, max_record_bytes)
+        raise _too_large(buf, start, lines_before, max_record_bytes)
 
 
-def _too_large(line: int, max_record_bytes: int) -> RecordTooLarge:
+def _too_large(buf: bytearray, start: int, lines_before: int, limit: int) -> RecordTooLarge:
+    line = lines_before + buf.count(b"\n", 0, start) + 1
+    if not (~_WS[as_array(memoryview(buf)[start : start + limit + 1])]).any():
+        return RecordTooLarge(
+            f"more than {limit} bytes of nothing but whitespace from line {line} on "
+            "(BULKIO_MAX_RECORD_BYTES): remove the blank run or raise the limit"
+        )
     return RecordTooLarge(
-        f"a record starting on line {line} is longer than {max_record_bytes} bytes "
+        f"a record starting on line {line} is longer than {limit} bytes "
         "(BULKIO_MAX_RECORD_BYTES); for CSV this usually means an unbalanced quote"
     )
 
@@ -210,61 +223,65 @@ def blocks(
     """Group framed records into blocks of ``batch_rows`` records, or fewer when they would pass
     ``batch_bytes`` (wide records: memory per batch stays bounded). ``offset``: where ``chunks``
     start. A cut depends only on the records from the block's start, never on how the input was
-    chunked, so a job resumed at a block boundary cuts the same blocks."""
+    chunked, so a job resumed at a block boundary cuts the same blocks.
 
-    def take(all_ends: np.ndarray, buffered: int, eof: bool) -> int:
-        """Records to cut now (0: not decidable yet)."""
-        if len(all_ends) >= batch_rows or buffered >= batch_bytes or eof:
-            fitting = int(np.searchsorted(all_ends, batch_bytes, side="right"))
-            k = min(batch_rows, max(fitting, 1), len(all_ends))
+    Work is linear in the input however many records one chunk holds (a chunk of blank lines
+    holds millions): the record ends found so far are one array, cut by moving an index."""
+
+    def take(ends: np.ndarray, origin: int, buffered: int, eof: bool) -> int:
+        """Records to cut now from ``ends`` (offsets in ``buf``; the block starts at ``origin``,
+        ``buffered`` bytes follow it); 0: not decidable yet."""
+        if len(ends) >= batch_rows or buffered >= batch_bytes or eof:
+            fitting = int(np.searchsorted(ends, origin + batch_bytes, side="right"))
+            k = min(batch_rows, max(fitting, 1), len(ends))
             return k if (k == batch_rows or buffered >= batch_bytes or eof) else 0
         return 0
 
     buf = bytearray()
     base = offset  # absolute offset of buf[0]
     scanned = 0
-    ends: list[np.ndarray] = []
-    found = 0
+    ends = np.empty(0, dtype=np.int64)  # ends of the records not cut yet, offsets in buf
     index = first_index
+
+    def cut(eof: bool) -> Iterator[Block]:
+        """Yield the blocks decidable now; then drop their bytes and ends."""
+        nonlocal buf, base, scanned, ends, index, lines_before
+        done = 0  # records cut
+        origin = 0  # where the next block starts in buf
+        while done < len(ends) and (k := take(ends[done:], origin, len(buf) - origin, eof)):
+            taken = ends[done : done + k]
+            end = int(taken[-1])
+            data = bytes(memoryview(buf)[origin:end])
+            yield Block(index, data, taken - origin, base + origin, lines_before)
+            lines_before += data.count(b"\n")
+            origin = end
+            done += k
+            index += 1
+        if origin:
+            del buf[:origin]
+            base += origin
+            scanned -= origin
+            ends = ends[done:] - origin
+
     for chunk in chunks:
         buf += chunk
         new = framer.scan(as_array(memoryview(buf)[scanned:])) + scanned
         scanned = len(buf)
-        previous = int(ends[-1][-1]) if ends else 0
+        previous = int(ends[-1]) if len(ends) else 0
         # A JSON array's closing ']' right after a ',' (or at a resumed start) would end an
         # empty record: dropping it keeps batches the same whatever the checkpoint.
         new = new[new > previous]
         if len(new):
             _check_lengths(buf, new, previous, max_record_bytes, lines_before)
-            ends.append(new)
-            found += len(new)
-        while found and (k := take(np.concatenate(ends), len(buf), eof=False)):
-            all_ends = np.concatenate(ends)
-            taken, rest = all_ends[:k], all_ends[k:]
-            cut = int(taken[-1])
-            data = bytes(buf[:cut])
-            yield Block(index, data, taken, base, lines_before)
-            lines_before += data.count(b"\n")
-            del buf[:cut]
-            base += cut
-            scanned -= cut
-            ends = [rest - cut] if len(rest) else []
-            found = len(rest)
-            index += 1
-        last_end = int(ends[-1][-1]) if ends else 0
-        if len(buf) - last_end > max_record_bytes:
-            raise _too_large(lines_before + buf.count(b"\n", 0, last_end) + 1, max_record_bytes)
-    all_ends = np.concatenate(ends) if ends else np.empty(0, dtype=np.int64)
-    last_end = int(all_ends[-1]) if len(all_ends) else 0
+            ends = np.concatenate((ends, new)) if len(ends) else new.astype(np.int64)
+        yield from cut(eof=False)
+        last_end = int(ends[-1]) if len(ends) else 0
+        if framer.closed:  # only whitespace may follow (the framer checked): nothing to keep
+            del buf[max(last_end, 0) :]
+            scanned = len(buf)
+        elif len(buf) - last_end > max_record_bytes:
+            raise _too_large(buf, last_end, lines_before, max_record_bytes)
+    last_end = int(ends[-1]) if len(ends) else 0
     if framer.finish(as_array(memoryview(buf)[last_end:])):
-        all_ends = np.append(all_ends, len(buf))
-    while len(all_ends):
-        k = take(all_ends, len(buf), eof=True)
-        cut = int(all_ends[k - 1])
-        data = bytes(buf[:cut])
-        yield Block(index, data, all_ends[:k], base, lines_before)
-        lines_before += data.count(b"\n")
-        del buf[:cut]
-        base += cut
-        all_ends = all_ends[k:] - cut
-        index += 1
+        ends = np.append(ends, len(buf))
+    yield from cut(eof=True)

@@ -16,8 +16,14 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from engine.checks import utf8_error_offset
-from engine.errors import FileError, InvalidEncoding, MissingColumns, UnsupportedFormat
-from engine.formats.decode import decoded
+from engine.errors import (
+    FileError,
+    InvalidEncoding,
+    MissingColumns,
+    RecordTooLarge,
+    UnsupportedFormat,
+)
+from engine.formats.decode import Tick, decoded
 from engine.formats.framing import (
     Block,
     CsvFramer,
@@ -120,16 +126,16 @@ def _listing(names: Sequence[str]) -> str:
 
 
 def _first_record(stream: _Stream, framer: CsvFramer, limit: int) -> bytes:
-    buf = b""
+    buf = bytearray()  # appended in place: gzip may hand on many small pieces
     while True:
         chunk = stream.next()
         if not chunk:
             if framer.in_quotes:
                 raise FileError("the CSV header ends inside a quoted field (an unbalanced quote)")
-            return buf
+            return bytes(buf)
         start = len(buf)
         buf += chunk
-        ends = framer.scan(as_array(buf[start:]))
+        ends = framer.scan(as_array(chunk))
         cut = start + int(ends[0]) if len(ends) else len(buf) + 1
         if cut - 1 > limit:  # checked whether or not the line ended in this chunk
             raise MissingColumns(
@@ -137,8 +143,8 @@ def _first_record(stream: _Stream, framer: CsvFramer, limit: int) -> bytes:
                 "BULKIO_MAX_RECORD_BYTES)"
             )
         if len(ends):
-            stream.push(buf[cut:])
-            return buf[:cut]
+            stream.push(bytes(buf[cut:]))
+            return bytes(buf[:cut])
 
 
 def _csv_header(
@@ -179,25 +185,38 @@ def _csv_header(
     return Header(names, header_line, len(raw), warnings)
 
 
-def _json_header(stream: _Stream) -> Header:
-    buf = b""
+#: What JSON allows around values (bytes.strip's default also takes \x0b and \x0c).
+_JSON_WS = b" \t\r\n"
+
+
+def _json_header(stream: _Stream, limit: int) -> Header:
+    """Everything up to the array's ``[``: at most ``limit`` bytes of whitespace, then ``[``
+    (whitespace is capped like a record: it once grew without bound, 1 MB of gzip holding a
+    worker at 2.7 GiB)."""
+    blank: list[bytes] = []
+    size = 0
     while True:
         chunk = stream.next()
         if not chunk:
             raise FileError("the file is empty: a JSON file must hold an array of objects")
-        buf += chunk
-        stripped = buf.lstrip()
-        if stripped:
+        solid = chunk.lstrip(_JSON_WS)
+        size += len(chunk) - len(solid)
+        if size > limit:
+            raise RecordTooLarge(
+                f"the JSON file starts with more than {limit} bytes of whitespace before its "
+                "opening '[' (BULKIO_MAX_RECORD_BYTES): remove them or raise the limit"
+            )
+        blank.append(chunk[: len(chunk) - len(solid)])
+        if solid:
             break
-    if not stripped.startswith(b"["):
+    if not solid.startswith(b"["):
         raise FileError(
             "a JSON file must hold one array of objects ([{...}, {...}]); "
-            f"this one starts with {stripped[:20].decode('utf-8', 'replace')!r} "
+            f"this one starts with {solid[:20].decode('utf-8', 'replace')!r} "
             "(for one object per line use format=ndjson)"
         )
-    cut = len(buf) - len(stripped) + 1
-    stream.push(buf[cut:])
-    return Header([], buf[:cut], cut)
+    stream.push(solid[1:])
+    return Header([], b"".join(blank) + b"[", size + 1)
 
 
 def _check_utf8(data: bytes, offset: int, lines_before: int) -> None:
@@ -230,16 +249,21 @@ def read_batches(
     start: Position | None = None,
     header_out: list[Header] | None = None,
     batch_bytes: int = 1 << 62,
+    on_progress: Tick | None = None,
 ) -> Iterator[Batch]:
     """Yield batches of ``batch_rows`` records (fewer when they pass ``batch_bytes`` decoded
-    bytes) from ``start`` (default: the beginning)."""
-    stream = _Stream(decoded(chunks, max_decompressed_bytes))
+    bytes) from ``start`` (default: the beginning).
+
+    ``on_progress`` is called for every chunk of ``chunks`` read and every few decompression
+    steps (``engine.formats.decode``), also while no batch comes out (a long run of empty gzip
+    members, skipping to a checkpoint); it may raise to stop reading."""
+    stream = _Stream(decoded(chunks, max_decompressed_bytes, on_progress))
     framer: Framer
     if fmt == "csv":
         header = _csv_header(stream, columns, required, max_record_bytes)
         framer = CsvFramer()
     elif fmt == "json":
-        header = _json_header(stream)
+        header = _json_header(stream, max_record_bytes)
         framer = JsonArrayFramer()
     elif fmt == "ndjson":
         header = Header([], b"", 0)
