@@ -1,7 +1,9 @@
 """``/v1/downloads/{job_id}``: the result of an export job, for stores without presigned URLs.
 
 The URL is the one ``GET /v1/exports/{id}`` hands out: ``expires`` (Unix seconds) and an HMAC
-``signature`` over the path and expiry. A tampered or expired URL gets 403.
+``signature`` over the path and expiry. A tampered or expired URL gets 403. The key is the same in
+every API process and across restarts (``engine.storage.signing_secret``: the setting, or the one
+kept in PostgreSQL), so any process verifies what another signed.
 """
 
 from __future__ import annotations
