@@ -14,6 +14,7 @@ import pytest
 from servers import free_port
 
 from engine import cli
+from engine import settings as settings_module
 from engine.settings import (
     SCRIPT_VARIABLES,
     SECRET,
@@ -173,8 +174,9 @@ def test_every_setting_declares_its_allowed_values() -> None:
 
 
 def test_unknown_variables_are_warned_about_once_with_a_suggestion(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(settings_module, "_warned", set())  # as in a fresh process
     env = {
         "BULKIO_BATCH_ROW": "10",  # typo
         "BULKIO_HOST": "0.0.0.0",  # read by the Makefile only
