@@ -16,6 +16,8 @@ from psycopg_pool import ConnectionPool
 
 from api.auth import TokenCache
 from api.downloads import DownloadController
+from api.event_hub import hub_lifespan
+from api.events import JobEventsController
 from api.exports import ExportController
 from api.health import health, metrics_endpoint
 from api.imports import ImportController
@@ -80,12 +82,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         metrics_endpoint,
         ImportController,
         JobController,
+        JobEventsController,
         ExportController,
         DownloadController,
     ]
     app = Litestar(
         route_handlers=routes,
-        lifespan=[lifespan],
+        lifespan=[lifespan, hub_lifespan(settings)],
         exception_handlers=HANDLERS,
         state=State(),
         openapi_config=OpenAPIConfig(

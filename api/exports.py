@@ -20,7 +20,7 @@ from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import ExportRequest, JobView
 from api.state import AppState
 from api.streaming import ClosingStream
-from api.views import job_view
+from api.views import events_url, job_view
 from engine import db, jobs, metrics
 from engine.exports.query import (
     COMPRESSIONS,
@@ -201,7 +201,7 @@ class ExportController(Controller):
         if key is not None and isinstance(app.sync(jobs.reserve_key, owner, key), str):
             job = app.sync(jobs.replay, owner, key, digest)
             return Response(
-                job_view(job, base_url=base, replayed=True),
+                job_view(job, base_url=base, replayed=True, events_url=events_url(app, job)),
                 status_code=202,
                 headers={"Idempotent-Replayed": "true"},
             )
@@ -231,7 +231,8 @@ class ExportController(Controller):
         headers = {"Location": f"/v1/exports/{job.id}"}
         if key is not None:
             headers["Idempotent-Replayed"] = "false"
-        return Response(job_view(job, base_url=base), status_code=202, headers=headers)
+        view = job_view(job, base_url=base, events_url=events_url(app, job))
+        return Response(view, status_code=202, headers=headers)
 
     @get(
         "/{job_id:str}",

@@ -23,7 +23,7 @@ from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import JobView
 from api.state import AppState
 from api.streaming import ClosingStream
-from api.views import download_url, job_view
+from api.views import download_url, events_url, job_view
 from engine import db, jobs
 from engine.errors import UnsupportedFormat
 from engine.exports.writers import writer_for
@@ -153,7 +153,12 @@ class ImportController(Controller):
             digest = jobs.request_hash(resource, fmt, mode, upload.sha.hexdigest())
             if key is not None and stored_hash is not None:
                 job = await app.run(jobs.replay, owner, key, digest)
-                view = job_view(job, base_url=app.settings.public_url, replayed=True)
+                view = job_view(
+                    job,
+                    base_url=app.settings.public_url,
+                    replayed=True,
+                    events_url=events_url(app, job),
+                )
                 return Response(view, status_code=202, headers={"Idempotent-Replayed": "true"})
             job = await app.run(
                 jobs.create,
@@ -183,7 +188,9 @@ class ImportController(Controller):
         if key is not None:
             headers["Idempotent-Replayed"] = "false"
         return Response(
-            job_view(job, base_url=app.settings.public_url), status_code=202, headers=headers
+            job_view(job, base_url=app.settings.public_url, events_url=events_url(app, job)),
+            status_code=202,
+            headers=headers,
         )
 
     @staticmethod
@@ -280,6 +287,7 @@ def _job_view(app: AppState, job_id: str, kind: str | None, owner: str | None) -
         errors=errors,
         download_url=url,
         download_ttl=app.settings.download_url_ttl_seconds,
+        events_url=events_url(app, job),
     )
 
 

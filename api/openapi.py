@@ -19,6 +19,7 @@ from litestar.openapi.spec import (
     OpenAPI,
     OpenAPIHeader,
     OpenAPIMediaType,
+    OpenAPIResponse,
     OpenAPIType,
     Operation,
     RequestBody,
@@ -76,6 +77,45 @@ def operation(
             for status, media in (content or {}).items():
                 assert self.responses is not None
                 self.responses[str(status)].content = media  # type: ignore[union-attr]
+
+    return Amended
+
+
+def event_stream_operation() -> type[Operation]:
+    """``GET /v1/jobs/{id}/events``: its 200 is also ``text/event-stream``; 204 when a finished
+    job has nothing more to stream; credentials are a bearer token *or* the signed URL's query
+    parameters (``{}``: no Authorization header needed)."""
+
+    @dataclass
+    class Amended(Operation):
+        def __post_init__(self) -> None:
+            assert self.responses is not None
+            ok = self.responses["200"]
+            assert isinstance(ok, OpenAPIResponse) and ok.content is not None
+            ok.content["text/event-stream"] = OpenAPIMediaType(
+                schema=Schema(
+                    type=STRING,
+                    description="`id: <seq>`, `event: <type>`, `data: <event JSON>` per event",
+                )
+            )
+            self.responses["204"] = OpenAPIResponse(
+                description="Server-Sent Events: the job has ended and no event follows "
+                "Last-Event-ID / after (an EventSource stops reconnecting)."
+            )
+            problem = self.responses["404"]
+            assert isinstance(problem, OpenAPIResponse)
+            self.responses["503"] = OpenAPIResponse(
+                description="This API process serves as many event streams as it can; see "
+                "Retry-After.",
+                content=problem.content,
+            )
+            forbidden = self.responses["403"]
+            assert isinstance(forbidden, OpenAPIResponse)
+            forbidden.description = (
+                "The token lacks the scope to read this job, or the signed URL is invalid or "
+                "has expired."
+            )
+            self.security = [{"bearer": []}, {}]
 
     return Amended
 

@@ -50,13 +50,17 @@ class JobView(msgspec.Struct, omit_defaults=False):
     error: str | None = None
     warnings: list[str] = msgspec.field(default_factory=list)
     error_report: str | None = None
-    errors: list[ErrorRow] = msgspec.field(default_factory=list)
+    #: The first errors (BULKIO_INLINE_ERRORS); left out of job lists.
+    errors: list[ErrorRow] | msgspec.UnsetType = msgspec.field(default_factory=list)
     file_name: str | None = None
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     download_url: str | None = None
     download_expires_in: int | None = None
     result_bytes: int | None = None
     replayed: bool = False
+    #: The job's events (JSON or Server-Sent Events) for a short while without a token: for
+    #: EventSource, which cannot send one (BULKIO_EVENTS_URL_TTL_SECONDS).
+    events_url: str | None = None
 
 
 class ExportRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -71,3 +75,25 @@ class Health(msgspec.Struct):
     status: Literal["ok", "degraded"]
     postgres: str
     redis: str
+
+
+class JobList(msgspec.Struct):
+    """A page of ``GET /v1/jobs``: newest first; ``next`` is the next page (same filters)."""
+
+    jobs: list[JobView]
+    next_cursor: str | None
+    next: str | None
+
+
+class EventView(msgspec.Struct):
+    seq: int
+    type: str
+    created: str
+    data: dict[str, Any]
+
+
+class EventPage(msgspec.Struct):
+    """Events after ``after``; ask again with ``after=next_after`` for more."""
+
+    events: list[EventView]
+    next_after: int

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import msgspec
+
 from api.schemas import ErrorRow, JobView, Progress
 from api.state import AppState
 from engine import jobs
@@ -25,6 +27,8 @@ def job_view(
     download_url: str | None = None,
     download_ttl: int | None = None,
     replayed: bool = False,
+    inline_errors: bool = True,
+    events_url: str | None = None,
 ) -> JobView:
     now = datetime.now(UTC)
     duration = jobs.duration_ms(job, now)
@@ -67,13 +71,14 @@ def job_view(
         error=job.error if job.status == "failed" else None,
         warnings=list(job.warnings or []),
         error_report=report,
-        errors=[ErrorRow(**e) for e in (errors or [])],
+        errors=[ErrorRow(**e) for e in (errors or [])] if inline_errors else msgspec.UNSET,
         file_name=job.file_name,
         options=dict(job.options or {}),
         download_url=download_url,
         download_expires_in=download_ttl if download_url else None,
         result_bytes=job.result_bytes,
         replayed=replayed,
+        events_url=events_url,
     )
 
 
@@ -85,4 +90,16 @@ def download_url(app: AppState, job: Job) -> str:
         return presigned
     path = f"/v1/downloads/{job.id}"
     query = signed_query(app.signing_secret, path, ttl)
+    return f"{app.settings.public_url}{path}?{urlencode(query)}"
+
+
+def events_path(job_id: str) -> str:
+    return f"/v1/jobs/{job_id}/events"
+
+
+def events_url(app: AppState, job: Job) -> str:
+    """``/v1/jobs/{id}/events`` signed for BULKIO_EVENTS_URL_TTL_SECONDS: the signature grants
+    reading this job's events, nothing else (api/events.py)."""
+    path = events_path(job.id)
+    query = signed_query(app.signing_secret, path, app.settings.events_url_ttl_seconds)
     return f"{app.settings.public_url}{path}?{urlencode(query)}"

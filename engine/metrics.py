@@ -29,7 +29,7 @@ def init(settings: Settings) -> None:
 
 @cache
 def _metrics() -> dict[str, Any]:
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
     return {
         "rows": Counter("bulkio_rows_imported", "Records committed by imports", ["resource"]),
@@ -45,6 +45,11 @@ def _metrics() -> dict[str, Any]:
         ),
         "jobs": Counter(
             "bulkio_jobs_finished", "Jobs reaching a terminal state", ["kind", "status"]
+        ),
+        "event_streams": Gauge(
+            "bulkio_event_streams",
+            "Server-Sent Events streams of job events open in the API processes",
+            multiprocess_mode="livesum",
         ),
     }
 
@@ -62,6 +67,11 @@ def rows_exported(resource: str, fmt: str, rows: int) -> None:
 
 def job_finished(kind: str, status: str) -> None:
     _metrics()["jobs"].labels(kind, status).inc()
+
+
+def event_streams(change: int) -> None:
+    """An event stream opened (+1) or closed (-1)."""
+    _metrics()["event_streams"].inc(change)
 
 
 def render(conn: Any, redis_client: Any, queue: str) -> tuple[bytes, str]:

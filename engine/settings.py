@@ -227,6 +227,12 @@ class Settings:
     queue_name: Annotated[str, Text(100)] = "bulkio"
     #: Expiry of presigned / signed download URLs (S3 presigns at most 7 days).
     download_url_ttl_seconds: Annotated[int, Range(1, 7 * 86_400)] = 900
+    #: Expiry of the signed ``events_url`` in job views (checked when a client connects; an
+    #: open stream is not cut when it passes).
+    events_url_ttl_seconds: Annotated[int, Range(1, 7 * 86_400)] = 900
+    #: A Server-Sent Events stream of job events sends a ``: keep-alive`` comment this often
+    #: while no event comes (proxies and clients see the connection alive).
+    events_heartbeat_seconds: Annotated[int, Range(1, 3600)] = 15
     #: Secret for HMAC-signed local download URLs. Empty: one generated once and kept in
     #: PostgreSQL (table ``secrets``), shared by every API process (engine/storage.py).
     signing_secret: Annotated[str, SECRET] = field(default="", repr=False)
