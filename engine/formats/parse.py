@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from engine.error_rows import empty_errors, malformed
 from engine.formats.framing import (
@@ -101,18 +102,37 @@ def _good_bytes(data: bytes, geo: Layout, good: np.ndarray) -> bytes:
     return _concat_ranges(data, geo.starts[run_starts], geo.ends[run_stops - 1])
 
 
+#: Runs of records joined one by one; more runs (good and bad records interleaved) are gathered
+#: through one byte mask.
+_JOINED_RUNS = 64
+
+
 def _subset_bytes(data: bytes, geo: Layout, idx: np.ndarray) -> bytes:
-    """Bytes of records ``idx`` (ascending), in file order."""
-    mask = np.zeros(len(geo.ends), dtype=bool)
-    mask[idx] = True
-    return _good_bytes(data, geo, mask)
+    """Bytes of records ``idx`` (ascending), in file order, with work in proportion to the bytes
+    they span, not to the block (bisection asks for many small subsets)."""
+    if not len(idx):
+        return b""
+    breaks = np.flatnonzero(np.diff(idx) != 1)
+    starts = geo.starts[idx[np.concatenate(([0], breaks + 1))]]
+    ends = geo.ends[idx[np.concatenate((breaks, [len(idx) - 1]))]]
+    if len(starts) <= _JOINED_RUNS:
+        return _concat_ranges(data, starts, ends)
+    first = int(starts[0])
+    edges = np.zeros(int(ends[-1]) - first + 1, dtype=np.int8)
+    edges[starts - first] = 1
+    edges[ends - first] -= 1
+    keep = np.cumsum(edges[:-1], dtype=np.int8).view(bool)
+    return as_array(data)[first : int(ends[-1])][keep].tobytes()
 
 
 def _isolate(
     parse: Callable[[np.ndarray], pl.DataFrame], idx: np.ndarray
 ) -> tuple[list[pl.DataFrame], list[int]]:
     """Parse records ``idx`` at once; when the parser fails or disagrees on the number of rows,
-    bisect to find the records it cannot read. Returns (frames in order, bad record indices)."""
+    bisect to find the records it cannot read. Returns (frames in order, bad record indices).
+
+    Bisection costs two parser calls per bad record: fine for the rare records that pass every
+    vectorised pre-check and still fail (JSON has :func:`_isolate_json` in front of it)."""
     frames: list[tuple[int, pl.DataFrame]] = []
     bad: list[int] = []
     stack = [(0, len(idx))]
@@ -132,6 +152,39 @@ def _isolate(
             stack.append((mid, hi))
             stack.append((lo, mid))
     return [f for _, f in sorted(frames, key=lambda t: t[0])], bad
+
+
+def _json_valid(data: bytes, geo: Layout, idx: np.ndarray) -> np.ndarray:
+    """Per record of ``idx``: is it one well-formed JSON value? One vectorised pass (polars'
+    ``json_path_match``, serde_json in Rust) over the records as strings on the block's own
+    buffer. It agrees with the NDJSON reader on every record we tried (fuzzed), but for lone
+    UTF-16 surrogate escapes (``"\\ud800"``), which the reader turns into NUL and this check
+    refuses: such a record is an error row either way (validation refuses NUL)."""
+    offsets = np.concatenate(([0], geo.ends)).astype(np.int64)
+    records = pa.LargeStringArray.from_buffers(
+        len(geo.ends), pa.py_buffer(offsets), pa.py_buffer(data)
+    )
+    lines = pl.Series(records.take(pa.array(idx, type=pa.int64())))
+    return lines.str.json_path_match("$").is_not_null().to_numpy()
+
+
+def _isolate_json(
+    parse: Callable[[np.ndarray], pl.DataFrame], data: bytes, geo: Layout, idx: np.ndarray
+) -> tuple[list[pl.DataFrame], list[int]]:
+    """Like :func:`_isolate`, for JSON records: a clean block is parsed once, as before; when
+    that fails, one vectorised check finds the malformed records, and the others are parsed once
+    (bisection stays as the fallback should the parser refuse a record the check accepts).
+    Bisecting alone cost two parser calls per malformed record: a file of nothing but
+    malformed lines ran ~30x slower than a clean one."""
+    try:
+        frame = parse(idx)
+        if frame.height == len(idx):
+            return [frame], []
+    except PARSE_ERRORS:
+        pass
+    valid = _json_valid(data, geo, idx)
+    frames, bad = _isolate(parse, idx[valid]) if valid.any() else ([], [])
+    return frames, sorted(bad + idx[~valid].tolist())
 
 
 def _count_per_record(mask: np.ndarray, geo: Layout) -> np.ndarray:
@@ -381,8 +434,11 @@ def parse_json_lines(
     frames: list[pl.DataFrame] = []
     unreadable: list[int] = []
     if shaped.any():
-        frames, unreadable = _isolate(
-            lambda idx: _ndjson(_subset_bytes(data, geo, idx), schema), np.flatnonzero(shaped)
+        frames, unreadable = _isolate_json(
+            lambda idx: _ndjson(_subset_bytes(data, geo, idx), schema),
+            data,
+            geo,
+            np.flatnonzero(shaped),
         )
     good = shaped.copy()
     good[unreadable] = False
