@@ -1,7 +1,8 @@
 """Parse one block of whole records into a polars frame of strings, isolating malformed records.
 
-Output columns are exactly the resource's columns (String; absent ones are null) plus
-``__row`` and ``__line``. Malformed records become error rows and do not reach validation.
+Output columns are exactly the resource's columns (String; absent ones are null), for JSON the
+JSON type of each (``json_types.type_column``, UInt8), then ``__row`` and ``__line``. Malformed
+records become error rows and do not reach validation.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from engine.formats.framing import (
     real_quotes,
     running_parity,
 )
+from engine.formats.json_types import with_types
 from engine.formats.records import Layout, first_solid, last_solid, layout
 
 ROW = "__row"
@@ -465,9 +467,12 @@ def parse_json_lines(
                 messages.append(f"{kind} holds {_json_kind(text)}, not a JSON object")
         errors = _malformed_records(rows, geo, [(bad, messages)], values)
     if not frames:
-        return Parsed(_empty(columns), errors, int(solid.sum()))
+        empty = with_types(_empty(columns), columns, data, geo, np.flatnonzero(good))
+        return Parsed(empty, errors, int(solid.sum()))
     frame = _conform(pl.concat(frames, how="vertical_relaxed"), columns)
-    frame = _reencode_nested(frame, data, geo, np.flatnonzero(good))
+    records = np.flatnonzero(good)
+    frame = _reencode_nested(frame, data, geo, records)
+    frame = with_types(frame, columns, data, geo, records)
     return Parsed(_numbered(frame, rows[good], geo.lines[good]), errors, int(solid.sum()))
 
 

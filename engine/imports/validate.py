@@ -16,6 +16,7 @@ import polars as pl
 
 from engine import checks
 from engine.error_rows import ERROR_SCHEMA, empty_errors
+from engine.formats.json_types import ARTICLED, JsonType, type_column
 from engine.formats.parse import LINE, NUL_SHOWN, ROW
 from engine.resources import Column, Kind, Resource
 
@@ -33,7 +34,25 @@ class Validated:
     errors: pl.DataFrame
 
 
-def _format_message(col: Column) -> str:
+#: The JSON type each kind takes in JSON input (strings for every other kind). CSV cells are
+#: text: there ``active`` may be ``true``/``TRUE``/… and ``tags`` ``a|b|c``.
+JSON_TYPES = {Kind.BOOL: JsonType.BOOLEAN, Kind.TAGS: JsonType.ARRAY}
+#: Internal codes of a JSON value of the wrong type, reported as ``invalid_format``.
+_WRONG_TYPE = {t: f"json:{t.name.lower()}" for t in ARTICLED}
+
+
+def _type_message(col: Column, got: JsonType) -> str:
+    match JSON_TYPES.get(col.kind, JsonType.STRING):
+        case JsonType.BOOLEAN:
+            expected = "a JSON boolean (true/false)"
+        case JsonType.ARRAY:
+            expected = "a JSON array of strings"
+        case _:
+            expected = "a JSON string"
+    return f"{col.name} must be {expected}; got {ARTICLED[got]}"
+
+
+def _format_message(col: Column, *, json: bool = False) -> str:
     name = col.name
     match col.kind:
         case Kind.UUID:
@@ -50,6 +69,8 @@ def _format_message(col: Column) -> str:
             return f"{name} must be true or false"
         case Kind.TIMESTAMP:
             return f"{name} must be {TIMESTAMP_HELP}"
+        case Kind.TAGS if json:
+            return f"{name} must be a JSON array of non-empty strings (without NUL characters)"
         case Kind.TAGS:
             return (
                 f"{name} must be a JSON array of non-empty strings or a |-separated list "
@@ -63,13 +84,19 @@ def _format_message(col: Column) -> str:
             return f"{name} has an invalid format"
 
 
-def messages(col: Column) -> dict[str, str]:
-    """The message for each code this column can report (stable, documented in the README)."""
-    out = {"required": f"{col.name} is required", "invalid_format": _format_message(col)}
+def messages(col: Column, *, json: bool = False) -> dict[str, str]:
+    """The message for each code this column can report (stable, documented in the README);
+    ``json``: for JSON input, with the wrong-type messages under internal codes."""
+    out = {
+        "required": f"{col.name} is required",
+        "invalid_format": _format_message(col, json=json),
+    }
     if col.choices:
         out["invalid_value"] = f"{col.name} must be one of: {', '.join(col.choices)}"
     if col.max_words:
         out["too_long"] = f"{col.name} must have at most {col.max_words} words"
+    if json:
+        out.update({code: _type_message(col, t) for t, code in _WRONG_TYPE.items()})
     return out
 
 
@@ -165,8 +192,19 @@ def _has_nul(s: pl.Series) -> pl.Series:
     return s.str.contains("\x00", literal=True)
 
 
-def _check(col: Column, raw: pl.Series) -> tuple[pl.Series, pl.Series]:
-    """(error code or null per row, typed value) for one column."""
+def _wrong_type(col: Column, types: pl.Series) -> pl.Series:
+    """Internal wrong-type code per row (null where the JSON value is absent or of the right
+    type)."""
+    expected = JSON_TYPES.get(col.kind, JsonType.STRING)
+    codes = {int(t): code for t, code in _WRONG_TYPE.items() if t != expected}
+    return types.replace_strict(codes, default=None, return_dtype=pl.String)
+
+
+def _check(
+    col: Column, raw: pl.Series, types: pl.Series | None = None
+) -> tuple[pl.Series, pl.Series]:
+    """(error code or null per row, typed value) for one column; ``types``: the JSON type of
+    each value (JSON input only)."""
     textual = col.kind in (Kind.TEXT,)
     s = raw if textual else raw.str.strip_chars()
     missing = s.is_null() | (s.str.strip_chars() == "")
@@ -220,6 +258,9 @@ def _check(col: Column, raw: pl.Series) -> tuple[pl.Series, pl.Series]:
         .then(pl.lit(code_value))
         .otherwise(pl.lit(None, dtype=pl.String))
     ).to_series()
+    if types is not None:  # a value of the wrong JSON type fails before any other rule
+        wrong = _wrong_type(col, types)
+        code = pl.select(pl.when(wrong.is_not_null()).then(wrong).otherwise(code)).to_series()
     return code.alias(col.name), typed.alias(col.name)
 
 
@@ -234,7 +275,10 @@ def _errors_for(
         pl.col(ROW).alias("row"),
         pl.col(LINE).alias("line"),
         pl.lit(col.name).alias("field"),
-        "code",
+        pl.when(pl.col("code").str.starts_with("json:"))
+        .then(pl.lit("invalid_format"))
+        .otherwise(pl.col("code"))
+        .alias("code"),
         pl.col("code").replace_strict(msgs, default="invalid").alias("message"),
         pl.col("value")
         .str.slice(0, MAX_VALUE_CHARS)
@@ -246,9 +290,11 @@ def validate(frame: pl.DataFrame, resource: Resource) -> Validated:
     """Check every column of every record; return typed valid rows and error rows (row order)."""
     codes: dict[str, pl.Series] = {}
     typed: dict[str, pl.Series] = {}
+    json_input = type_column(resource.columns[0].name) in frame.columns
     for col in resource.columns:
-        codes[col.name], typed[col.name] = _check(col, frame[col.name])
-    msgs = {col.name: messages(col) for col in resource.columns}
+        types = frame[type_column(col.name)] if json_input else None
+        codes[col.name], typed[col.name] = _check(col, frame[col.name], types)
+    msgs = {col.name: messages(col, json=json_input) for col in resource.columns}
     if resource.rules:
         typed_frame = pl.DataFrame(list(typed.values()))
         for rule in resource.rules:

@@ -243,7 +243,7 @@ QUOTE_MSG = (
                     "are accepted",
                 ),
                 (2, 2, "created_at", "required", "created_at is required"),
-                (2, 2, "email", "invalid_format", "email is not a valid email address"),
+                (2, 2, "email", "invalid_format", "email must be a JSON string; got an array"),
                 (2, 2, "name", "required", "name is required"),
                 (2, 2, "role", "required", "role is required"),
             ],
@@ -425,7 +425,8 @@ def _any_read(
         return None
     check_numbering(batches, data if plain is None else plain)
     for b in batches:
-        assert b.frame.columns == [*COLS, "__row", "__line"]
+        types = [] if fmt == "csv" else [f"__json_{c}" for c in COLS]
+        assert b.frame.columns == [*COLS, *types, "__row", "__line"]
         assert all(b.errors["code"] == "malformed_record")
         assert not b.errors["value"].str.contains("\x00", literal=True).any()
     return batches
