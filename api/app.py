@@ -22,8 +22,10 @@ from api.exports import ExportController
 from api.health import health, metrics_endpoint
 from api.imports import ImportController
 from api.jobs_routes import JobController
+from api.limits import DEFAULT_BODY_BYTES, Slots
 from api.openapi import describe_exports
 from api.problems import HANDLERS
+from api.ratelimit import RateLimiter, add_rate_headers
 from api.state import AppState
 from engine import __version__, db
 from engine.logs import setup_logging
@@ -60,6 +62,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
         with pool.connection() as conn:
             secret = signing_secret(conn, settings)
+        slots = Slots(pool, settings)
+        slots.start()
         app.state.app = AppState(
             settings=settings,
             pool=pool,
@@ -69,10 +73,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             signing_secret=secret,
             redis=redis_client,
             tokens=TokenCache(),
+            slots=slots,
+            ratelimit=RateLimiter(redis_client),
         )
         try:
             yield
         finally:
+            slots.close()
             redis_client.close()
             doorbell.close()
             pool.close()
@@ -100,7 +107,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
             security=[{"bearer": []}],
         ),
-        request_max_body_size=None,
+        before_send=[add_rate_headers],
+        # Routes that read a body set their own limit (uploads: BULKIO_MAX_UPLOAD_BYTES).
+        request_max_body_size=DEFAULT_BODY_BYTES,
     )
     describe_exports(app.openapi_schema, catalog(settings.user_roles))
     return app

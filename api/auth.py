@@ -2,8 +2,8 @@
 
 Every ``/v1`` handler declares the scope it needs in ``opt={"scope": ...}`` (``None``: any valid
 token; the handler then checks per job kind). Limits are keyed on the token id, never on
-client-supplied headers: requests per minute in Redis (fixed one-minute window, shared by every
-API process), running jobs counted in PostgreSQL when a job is created.
+client-supplied headers: requests per minute in Redis (api/ratelimit.py), queued + running jobs
+and concurrent uploads and streams in PostgreSQL (api/limits.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from api.problems import Problem
+from api.ratelimit import REQUESTS_PER_MINUTE, STATE_KEY
 from api.state import AppState
-from engine import auth, jobs
+from engine import auth
 from engine.auth import Principal
 
 #: How long a looked-up token is trusted before it is read again (revocation delay).
@@ -68,29 +69,22 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     return principal
 
 
-async def _rate_limit(app: AppState, principal: Principal) -> None:
+async def _rate_limit(connection: ASGIConnection[Any, Any, Any, Any], principal: Principal) -> None:
+    app: AppState = connection.app.state.app
     limit = principal.requests_per_minute or app.settings.rate_limit_per_minute
     if limit <= 0:
         return
-    window = int(time.time() // 60)
-    key = f"bulkio:rate:{principal.token_id}:{window}"
-
-    def count() -> int:
-        pipe = app.redis.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, 120)
-        return int(pipe.execute()[0])
-
-    try:
-        used = await anyio.to_thread.run_sync(count)
-    except Exception:
+    quota = await anyio.to_thread.run_sync(app.ratelimit.count, principal.token_id, limit)
+    if quota is None:  # Redis unreachable: fail open (see api/ratelimit.py)
         return
-    if used > limit:
-        retry = 60 - int(time.time()) % 60
+    headers = quota.headers()
+    connection.state[STATE_KEY] = headers
+    if quota.exceeded:
         raise Problem(
             429,
             f"rate limit of {limit} requests per minute reached for this token",
-            headers={"Retry-After": str(max(retry, 1))},
+            headers={**headers, "Retry-After": str(max(quota.reset, 1))},
+            limit=REQUESTS_PER_MINUTE,
         )
 
 
@@ -102,7 +96,7 @@ async def authorize(
     needed = handler.opt.get("scope")
     if needed and not principal.allows(needed):
         raise Problem(403, f"this token lacks the '{needed}' scope")
-    await _rate_limit(connection.app.state.app, principal)
+    await _rate_limit(connection, principal)
     connection.state.principal = principal
 
 
@@ -118,17 +112,6 @@ def require_kind_scope(principal: Principal, kind: str, action: str) -> None:
     scope = f"{kind}s:{action}"
     if not principal.allows(scope):
         raise Problem(403, f"this token lacks the '{scope}' scope")
-
-
-def check_job_limit(app: AppState, principal: Principal) -> None:
-    """429 when the token already has its maximum of queued + running jobs (call in a thread)."""
-    limit = principal.max_running_jobs or app.settings.max_running_jobs
-    if app.sync(jobs.unfinished_for_token, principal.token_id) >= limit:
-        raise Problem(
-            429,
-            f"this token already has {limit} queued or running jobs",
-            headers={"Retry-After": "5"},
-        )
 
 
 def idempotency_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:

@@ -8,18 +8,18 @@ from itertools import chain
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from api.auth import authorize, check_job_limit, idempotency_key, principal_of
+from api.auth import authorize, idempotency_key, principal_of
 from api.imports import _job_view
+from api.limits import JSON_BODY_BYTES
 from api.openapi import EXPORT_MEDIA, GZIP, NO_COMPRESSION, files, operation
 from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import ExportRequest, JobView
 from api.state import AppState
-from api.streaming import ClosingStream
+from api.streaming import STREAM_CONNECTION, ClosingStream, GuardedStream
 from api.views import events_url, job_view
 from engine import db, jobs, metrics
 from engine.exports.query import (
@@ -138,7 +138,12 @@ class ExportController(Controller):
             and spec.format != "parquet"
             and _accepts_gzip(request.headers.get("accept-encoding"))
         )
-        conn = db.connect_bulk(app.settings.database_url, name="bulkio-api")
+        slot = app.slots.take_stream(principal_of(request))
+        try:
+            conn = db.connect_bulk(app.settings.database_url, name=STREAM_CONNECTION)
+        except BaseException:
+            app.slots.release(slot)
+            raise
         # Reading batch N+1 (ADBC) overlaps encoding batch N: ~25% faster, one batch more memory.
         encoded = Encoded(
             prefetch(export_batches(conn, query)),
@@ -147,9 +152,12 @@ class ExportController(Controller):
         )
 
         def release() -> None:
-            encoded.close()
-            conn.close()
-            metrics.rows_exported(spec.resource, spec.format, encoded.rows)
+            try:
+                encoded.close()
+                conn.close()
+                metrics.rows_exported(spec.resource, spec.format, encoded.rows)
+            finally:
+                app.slots.release(slot)
 
         body = ClosingStream(iter(encoded), release)
         first = next(body)  # runs the query: its errors are still a problem+json answer
@@ -159,11 +167,12 @@ class ExportController(Controller):
         }
         if encode:
             headers["Content-Encoding"] = "gzip"
-        return Stream(
+        return GuardedStream(
             chain([first], body),
+            closing=body,
+            stall_seconds=app.settings.stream_stall_seconds,
             media_type=media_type(spec),
             headers=headers,
-            background=BackgroundTask(body.close),
         )
 
     @post(
@@ -177,7 +186,8 @@ class ExportController(Controller):
             "short-lived `download_url`. `Idempotency-Key` makes retries safe."
         ),
         opt={"scope": "exports:write"},
-        responses=problem_responses(*GUARDED, 409, 422),
+        responses=problem_responses(*GUARDED, 409, 413, 422),
+        request_max_body_size=JSON_BODY_BYTES,
     )
     def create(
         self, request: Request[Any, Any, Any], state: State, data: ExportJobRequest
@@ -194,7 +204,6 @@ class ExportController(Controller):
             data.compression,
             data.formula_guard,
         )
-        check_job_limit(app, principal)
         key = idempotency_key(request)
         digest = jobs.request_hash("export", json.dumps(spec.options(), sort_keys=True))
         base = app.settings.public_url
@@ -206,8 +215,9 @@ class ExportController(Controller):
                 headers={"Idempotent-Replayed": "true"},
             )
         try:
-            job = app.sync(
-                jobs.create,
+            job = app.slots.create_job(
+                principal,
+                None,
                 job_id=jobs.new_job_id(),
                 kind="export",
                 resource=spec.resource,
@@ -216,7 +226,6 @@ class ExportController(Controller):
                 owner=owner,
                 options=spec.options(),
                 file_name=spec.file_name,
-                token_id=principal.token_id,
             )
             if key is not None:
                 app.sync(jobs.complete_key, owner, key, digest, job.id)

@@ -5,26 +5,27 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
+from functools import partial
 from typing import Any
 
 import anyio.to_thread
 import polars as pl
 from litestar import Controller, Request, Response, get, post
-from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from api.auth import authorize, check_job_limit, idempotency_key, principal_of
+from api.auth import authorize, idempotency_key, principal_of
 from api.multipart import MultipartError, StreamingForm, boundary_of
 from api.openapi import files, import_body, operation
 from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import JobView
 from api.state import AppState
-from api.streaming import ClosingStream
+from api.streaming import STREAM_CONNECTION, ClosingStream, GuardedStream
 from api.views import download_url, events_url, job_view
 from engine import db, jobs
+from engine.auth import Principal
 from engine.errors import UnsupportedFormat
 from engine.exports.writers import writer_for
 from engine.formats import FORMATS, detect_format
@@ -99,6 +100,7 @@ class ImportController(Controller):
         ),
         opt={"scope": "imports:write"},
         responses=problem_responses(*GUARDED, 409, 413, 422),
+        request_max_body_size=None,  # streamed, with its own cap (BULKIO_MAX_UPLOAD_BYTES)
         operation_class=operation(
             request_body=import_body(RESOURCE_NAMES, (*FORMATS, "jsonl"), MODES)
         ),
@@ -106,8 +108,15 @@ class ImportController(Controller):
     async def create(self, request: Request[Any, Any, Any], state: State) -> Response[JobView]:
         app: AppState = state.app
         principal = principal_of(request)
+        # Taken before a byte is read; counts against the token's job limit until it becomes
+        # the job (atomically) or is released.
+        async with app.slots.upload(principal) as slot:
+            return await self._receive(app, request, principal, slot)
+
+    async def _receive(
+        self, app: AppState, request: Request[Any, Any, Any], principal: Principal, slot: str
+    ) -> Response[JobView]:
         owner = principal.owner
-        await anyio.to_thread.run_sync(check_job_limit, app, principal)
         key = idempotency_key(request)
         stored_hash: str | None = None
         if key is not None:
@@ -160,19 +169,21 @@ class ImportController(Controller):
                     events_url=events_url(app, job),
                 )
                 return Response(view, status_code=202, headers={"Idempotent-Replayed": "true"})
-            job = await app.run(
-                jobs.create,
+            create = partial(
+                app.slots.create_job,
+                principal,
+                slot,
                 job_id=job_id,
                 kind="import",
                 resource=resource,
                 fmt=fmt,
                 mode=mode,
                 owner=owner,
-                token_id=principal.token_id,
                 file_name=file_name,
                 object_key=object_key,
                 total_bytes=upload.size,
             )
+            job = await anyio.to_thread.run_sync(create)
             if key is not None:
                 await app.run(jobs.complete_key, owner, key, digest, job.id)
         except BaseException:
@@ -258,10 +269,20 @@ class ImportController(Controller):
         writer = writer_for(
             report_format, REPORT_COLUMNS, formula_guard=app.settings.csv_formula_guard
         )
-        body = ClosingStream(_report(app, job.id, writer))
-        return Stream(
+        slot = app.slots.take_stream(principal_of(request))
+        report = _report(app, job.id, writer)
+
+        def release() -> None:
+            try:
+                report.close()
+            finally:
+                app.slots.release(slot)
+
+        body = ClosingStream(report, release)
+        return GuardedStream(
             body,
-            background=BackgroundTask(body.close),
+            closing=body,
+            stall_seconds=app.settings.stream_stall_seconds,
             media_type=writer.content_type,
             headers={
                 "Content-Disposition": f'attachment; filename="errors-{job.id}.{writer.extension}"'
@@ -291,10 +312,10 @@ def _job_view(app: AppState, job_id: str, kind: str | None, owner: str | None) -
     )
 
 
-def _report(app: AppState, job_id: str, writer: Any) -> Iterator[bytes]:
+def _report(app: AppState, job_id: str, writer: Any) -> Generator[bytes, None, None]:
     yield writer.header()
     with (
-        db.connect_bulk(app.settings.database_url, name="bulkio-api") as conn,
+        db.connect_bulk(app.settings.database_url, name=STREAM_CONNECTION) as conn,
         conn.cursor() as cur,
     ):
         cur.execute(

@@ -78,9 +78,11 @@ _MEANINGS = {
     403: "The token lacks the scope this route needs.",
     404: "No such job for this token.",
     409: "The job is finished, or an Idempotency-Key request is still in progress.",
-    413: "The upload is larger than BULKIO_MAX_UPLOAD_BYTES.",
+    413: "The request body is too large: an upload past BULKIO_MAX_UPLOAD_BYTES, a JSON body "
+    "past 1 MiB.",
     422: "The Idempotency-Key was used before with a different request.",
-    429: "Rate limit or running-jobs limit reached; see Retry-After.",
+    429: "A per-token limit is reached (`limit`: requests_per_minute, running_jobs, "
+    "concurrent_uploads or concurrent_streams); see Retry-After.",
 }
 #: Answered by the guard of every /v1 route except downloads.
 GUARDED = (400, 401, 403, 429)
@@ -107,9 +109,17 @@ def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dic
         title = exc.title or _TITLES.get(status, "Error")
     else:
         title = _TITLES.get(status, "Error")
+        if status == 413:
+            return problem(status, title, _too_large(request), headers=exc.headers)
     if isinstance(exc, ValidationException) and exc.extra is not None:
         extra["errors"] = exc.extra
     return problem(status, title, str(exc.detail), headers=exc.headers, **extra)
+
+
+def _too_large(request: Request[Any, Any, Any]) -> str:
+    """Litestar's own 413 (a route's ``request_max_body_size``), said precisely."""
+    limit = request.route_handler.resolve_request_max_body_size()
+    return f"the request body is larger than this route accepts ({limit} bytes)"
 
 
 def on_idempotency(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

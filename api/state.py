@@ -1,4 +1,5 @@
-"""What the API holds for its lifetime: settings, a PostgreSQL pool, storage and the doorbell."""
+"""What the API holds for its lifetime: settings, a PostgreSQL pool, storage, the doorbell and
+the per-token limiters."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import anyio.to_thread
 import redis
 from psycopg_pool import ConnectionPool
 
+from api.limits import Slots
+from api.ratelimit import RateLimiter
 from engine.queue import Doorbell
 from engine.resources import Resource
 from engine.settings import Settings
@@ -28,6 +31,8 @@ class AppState:
     signing_secret: bytes
     redis: redis.Redis
     tokens: Any  # api.auth.TokenCache
+    slots: Slots
+    ratelimit: RateLimiter
 
     def sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, ...)`` on a pooled connection (call from a worker thread)."""

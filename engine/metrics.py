@@ -46,6 +46,13 @@ def _metrics() -> dict[str, Any]:
         "jobs": Counter(
             "bulkio_jobs_finished", "Jobs reaching a terminal state", ["kind", "status"]
         ),
+        "unlimited": Counter(
+            "bulkio_rate_limit_unavailable",
+            "Requests let through without a rate-limit check because Redis was unreachable",
+        ),
+        "stalled": Counter(
+            "bulkio_streams_stalled", "Streamed responses closed because the client stopped reading"
+        ),
         "event_streams": Gauge(
             "bulkio_event_streams",
             "Server-Sent Events streams of job events open in the API processes",
@@ -67,6 +74,14 @@ def rows_exported(resource: str, fmt: str, rows: int) -> None:
 
 def job_finished(kind: str, status: str) -> None:
     _metrics()["jobs"].labels(kind, status).inc()
+
+
+def rate_limit_unavailable() -> None:
+    _metrics()["unlimited"].inc()
+
+
+def stream_stalled() -> None:
+    _metrics()["stalled"].inc()
 
 
 def event_streams(change: int) -> None:
