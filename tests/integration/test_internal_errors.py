@@ -103,8 +103,10 @@ def test_an_export_failure_is_hidden_the_same_way(
 ) -> None:
     from engine.exports import run as exporter
 
-    def unreachable(*_: Any) -> Any:
+    def unreachable(*_: Any) -> Iterator[Any]:
+        # A generator like the real one: it fails when the encoder first reads from it.
         raise psycopg.OperationalError(f"connection to server at {SECRET_HOST} failed")
+        yield
 
     monkeypatch.setattr(exporter, "export_batches", unreachable)
     settings = load_settings({}, database_url=private_db, storage_url="memory://")
