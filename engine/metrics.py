@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,12 @@ def init(settings: Settings) -> None:
     path = Path(settings.metrics_dir or ".data/metrics").absolute()
     path.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(path))
+    # prometheus_client names its files by pid; processes of different containers (or machines)
+    # sharing the directory can have the same pid, so the host name goes into the file name too.
+    from prometheus_client import values
+
+    host = socket.gethostname()
+    values.ValueClass = values.MultiProcessValue(lambda: f"{host}-{os.getpid()}")
 
 
 @cache
