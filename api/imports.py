@@ -36,6 +36,10 @@ MODES = ("upsert", "insert", "validate_only")
 MAX_FIELD_BYTES = 1024
 REPORT_FORMATS = ("ndjson", "json", "csv")
 REPORT_COLUMNS = ["row", "line", "field", "code", "message", "value"]
+#: Largest ``max_errors`` (a job's ``failed`` counter is a PostgreSQL bigint).
+MAX_ERRORS_LIMIT = 2**63 - 1
+#: ``code`` of the record that ends an error report holding only the first error rows.
+TRUNCATED = "errors_truncated"
 
 
 class _Upload:
@@ -91,9 +95,10 @@ class ImportController(Controller):
         description=(
             "multipart/form-data with fields `file`, `resource` (users|articles|comments), "
             "optional "
-            "`format` (csv|ndjson|json; default from the file name, `.gz` looked through) and "
-            "`mode` (upsert|insert|validate_only). A raw body is accepted too, with `resource`, "
-            "`format`, `mode` and `filename` as query parameters (not listed below: OpenAPI "
+            "`format` (csv|ndjson|json; default from the file name, `.gz` looked through), "
+            "`mode` (upsert|insert|validate_only) and `max_errors`. A raw body is accepted too, "
+            "with `resource`, `format`, `mode`, `max_errors` and `filename` as query parameters "
+            "(not listed below: OpenAPI "
             "cannot make them required for one body type only). The file streams to object "
             "storage; the answer is the job (202). `Idempotency-Key` (1-200 characters) makes "
             "retries safe: a replay answers the same job, the key with another request 422."
@@ -128,7 +133,7 @@ class ImportController(Controller):
         fields = {
             k: v
             for k, v in request.query_params.items()
-            if k in ("resource", "format", "mode", "filename")
+            if k in ("resource", "format", "mode", "max_errors", "filename")
         }
         file_name = clean_file_name(fields.pop("filename", None))
         got_file = False
@@ -147,7 +152,7 @@ class ImportController(Controller):
                                 stored = True
                             else:
                                 await upload.drain(data)
-                        elif part.name in ("resource", "format", "mode"):
+                        elif part.name in ("resource", "format", "mode", "max_errors"):
                             fields[part.name] = await _small(data, part.name)
                 except MultipartError as exc:
                     raise Problem(400, str(exc)) from exc
@@ -159,7 +164,9 @@ class ImportController(Controller):
                 else:
                     await upload.drain(request.stream())
             resource, fmt, mode = self._check(app, fields, file_name, got_file, upload.size)
-            digest = jobs.request_hash(resource, fmt, mode, upload.sha.hexdigest())
+            max_errors = _max_errors(fields.get("max_errors"))
+            cap = [] if max_errors is None else [f"max_errors={max_errors}"]
+            digest = jobs.request_hash(resource, fmt, mode, upload.sha.hexdigest(), *cap)
             if key is not None and stored_hash is not None:
                 job = await app.run(jobs.replay, owner, key, digest)
                 view = job_view(
@@ -182,6 +189,7 @@ class ImportController(Controller):
                 file_name=file_name,
                 object_key=object_key,
                 total_bytes=upload.size,
+                options=None if max_errors is None else {"max_errors": max_errors},
             )
             job = await anyio.to_thread.run_sync(create)
             if key is not None:
@@ -244,7 +252,12 @@ class ImportController(Controller):
         "/{job_id:str}/errors",
         sync_to_thread=True,
         summary="The complete error report of an import job, streamed",
-        description="One entry per error: {row, line, field, code, message, value}, by row.",
+        description=(
+            "One entry per error: {row, line, field, code, message, value}, by row. When the job "
+            "stored only its first error rows (BULKIO_MAX_ERROR_ROWS), a last entry with code "
+            f"`{TRUNCATED}` (row, line, field and value null) says so, and the header "
+            "`Bulkio-Errors-Truncated` is `true` (else `false`)."
+        ),
         opt={"scope": "imports:read"},
         responses=problem_responses(*GUARDED, 404),
         operation_class=operation(
@@ -285,9 +298,24 @@ class ImportController(Controller):
             stall_seconds=app.settings.stream_stall_seconds,
             media_type=writer.content_type,
             headers={
-                "Content-Disposition": f'attachment; filename="errors-{job.id}.{writer.extension}"'
+                "Content-Disposition": f'attachment; filename="errors-{job.id}.{writer.extension}"',
+                "Bulkio-Errors-Truncated": "true" if job.errors_truncated else "false",
             },
         )
+
+
+def _max_errors(raw: str | None) -> int | None:
+    """The request's ``max_errors`` (absent or empty: None)."""
+    value = (raw or "").strip()
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= 19) or (
+        int(value) > MAX_ERRORS_LIMIT
+    ):
+        raise Problem(
+            400, f"max_errors must be a whole number from 0 to {MAX_ERRORS_LIMIT}; got {raw!r}"
+        )
+    return int(value)
 
 
 def _job_view(app: AppState, job_id: str, kind: str | None, owner: str | None) -> JobView:
@@ -318,6 +346,13 @@ def _report(app: AppState, job_id: str, writer: Any) -> Generator[bytes, None, N
         db.connect_bulk(app.settings.database_url, name=STREAM_CONNECTION) as conn,
         conn.cursor() as cur,
     ):
+        # The rows and the counters that say whether they are all from one snapshot (the job
+        # may still be running).
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute(
+            f"SELECT stored_errors, error_count FROM jobs WHERE id = '{uuid.UUID(job_id)}'::uuid"
+        )
+        counts = cur.fetchone()
         cur.execute(
             "SELECT row_no AS row, line_no AS line, field, code, message, value FROM job_errors "
             # A literal of a parsed UUID, not a bind parameter: the ADBC driver returns a query
@@ -327,4 +362,20 @@ def _report(app: AppState, job_id: str, writer: Any) -> Generator[bytes, None, N
         reader = cur.fetch_record_batch()
         for batch in reader:
             yield writer.batch(pl.from_arrow(batch))  # type: ignore[arg-type]
+    if counts is not None and counts[0] < counts[1]:
+        yield writer.batch(_truncation_marker(int(counts[0]), int(counts[1])))
     yield writer.footer()
+
+
+def _truncation_marker(stored: int, counted: int) -> pl.DataFrame:
+    """The record that ends a truncated report (the same columns in every format)."""
+    message = (
+        f"the report holds the first {stored} of {counted} error rows of this job; the others "
+        "were counted but not stored (BULKIO_MAX_ERROR_ROWS)"
+    )
+    return pl.DataFrame(
+        {"row": [None], "line": [None], "field": [None], "code": [TRUNCATED],
+         "message": [message], "value": [None]},
+        schema={"row": pl.Int64, "line": pl.Int64, "field": pl.String, "code": pl.String,
+                "message": pl.String, "value": pl.String},
+    )  # fmt: skip

@@ -140,6 +140,14 @@ def import_body(
                 description="Default: from the file name's extension (`.gz` looked through).",
             ),
             "mode": Schema(type=STRING, enum=list(modes), default=modes[0]),
+            "max_errors": Schema(
+                type=OpenAPIType.INTEGER,
+                minimum=0,
+                maximum=2**63 - 1,
+                description="Stop the job (as `failed`) once more records than this have "
+                "failed. Checked after each batch: the batch that passes the limit and the ones "
+                "before it stay committed. Default: no limit.",
+            ),
         },
     )
     # The file name is how the format is told when `format` is absent.

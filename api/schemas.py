@@ -36,6 +36,10 @@ class JobView(msgspec.Struct, omit_defaults=False):
     successful: int
     failed: int
     error_count: int
+    #: Error rows stored (at most BULKIO_MAX_ERROR_ROWS): those the error report holds.
+    stored_errors: int
+    #: error_count > stored_errors: the report holds only the first error rows.
+    errors_truncated: bool
     inserted_records: int
     updated_records: int
     duration_ms: int | None

@@ -57,6 +57,8 @@ def job_view(
         successful=int(job.successful),
         failed=int(job.failed),
         error_count=int(job.error_count),
+        stored_errors=int(job.stored_errors),
+        errors_truncated=job.errors_truncated,
         inserted_records=int(job.inserted),
         updated_records=int(job.updated),
         duration_ms=duration,

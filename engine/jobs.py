@@ -45,6 +45,17 @@ class Job:
     def terminal(self) -> bool:
         return self.row["status"] in TERMINAL
 
+    @property
+    def max_errors(self) -> int | None:
+        """An import request's ``max_errors`` (None: not given; stored in ``options``)."""
+        value = (self.row.get("options") or {}).get("max_errors")
+        return None if value is None else int(value)
+
+    @property
+    def errors_truncated(self) -> bool:
+        """More error rows were counted than stored (BULKIO_MAX_ERROR_ROWS)."""
+        return int(self.row["stored_errors"]) < int(self.row["error_count"])
+
 
 def _one(conn: psycopg.Connection[Any], sql: str, params: Any = ()) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
@@ -287,16 +298,26 @@ def save_progress(
 #: parameters) in the batch's own transaction, only while this worker holds the lease and the
 #: job expects this batch. Parameters: next batch, next offset, next row, lines before, processed,
 #: successful, failed, error rows, inserted, updated, bytes read, lease seconds, job id, worker,
-#: this batch's index. Returns cancel_requested (no row: the lease was lost).
+#: this batch's index, error rows stored (of the error rows: the rest passed
+#: BULKIO_MAX_ERROR_ROWS). Returns (cancel_requested, the job's failed records, its stored error
+#: rows), all after this batch (no row: the lease was lost).
 CHECKPOINT = """
 UPDATE jobs SET next_batch = $1, next_offset = $2, next_row = $3, next_lines = $4,
     processed = processed + $5, successful = successful + $6, failed = failed + $7,
     error_count = error_count + $8, inserted = inserted + $9, updated = updated + $10,
     bytes_read = $11, lease_expires = now() + make_interval(secs => $12), updated_at = now(),
-    stalled_attempts = 0
+    stalled_attempts = 0, stored_errors = stored_errors + $16
 WHERE id = $13::uuid AND lease_owner = $14 AND next_batch = $15 AND status = 'running'
-RETURNING cancel_requested
+RETURNING cancel_requested, failed, stored_errors
 """
+
+
+def over_max_errors(failed: int, max_errors: int | None) -> str | None:
+    """Why an import with ``failed`` failed records stops, given its request's ``max_errors``
+    (None: it goes on)."""
+    if max_errors is None or failed <= max_errors:
+        return None
+    return f"stopped after {failed} failed records: more than max_errors={max_errors}"
 
 
 def set_warnings(conn: psycopg.Connection[Any], job_id: str, warnings: list[str]) -> None:

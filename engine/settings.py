@@ -224,6 +224,9 @@ class Settings:
     retention_days: Annotated[int, Range(0, 36_500)] = 7
     #: Number of errors shown inline in a job's status.
     inline_errors: Annotated[int, Range(0, 1000)] = 20
+    #: Error rows stored per import job. Beyond it errors are still counted (``failed``,
+    #: ``error_count``) but not stored; the job view and the error report say it is truncated.
+    max_error_rows: Annotated[int, Range(0, 1_000_000_000)] = 100_000
     queue_name: Annotated[str, Text(100)] = "bulkio"
     #: Expiry of presigned / signed download URLs (S3 presigns at most 7 days).
     download_url_ttl_seconds: Annotated[int, Range(1, 7 * 86_400)] = 900

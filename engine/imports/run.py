@@ -28,6 +28,11 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
     if job is None:
         return RunResult.NOT_CLAIMED
     resource = ctx.catalog[job.resource]
+    tags = {"job_id": job.id, "owner": job.owner, "resource": resource.name}
+    # The worker that committed the batch passing max_errors died before failing the job.
+    stop = jobs.over_max_errors(int(job.failed), job.max_errors)
+    if stop is not None:
+        return _stop_at_max_errors(ctx, job.id, stop, tags)
     start = Position(job.next_batch, job.next_offset, job.next_row, job.next_lines)
     loader = BatchLoader(
         ctx.bulk,
@@ -40,11 +45,11 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
         connect=lambda: connect_bulk(
             s.database_url, name="bulkio-locker", idle_ms=idle_in_transaction_ms(s.lease_seconds)
         ),
+        max_error_rows=s.max_error_rows,
     )
     checked_batches: Generator[tuple[Batch, Validated, Prepared], None, None] | None = None
     began = time.monotonic()
     headers: list[Header] = []
-    tags = {"job_id": job.id, "owner": job.owner, "resource": resource.name}
     log.info("import started", extra={**tags, "format": job.format, "resume_batch": start.batch})
     try:
         batches = read_batches(
@@ -96,6 +101,9 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
                 metrics.job_finished("import", "cancelled")
                 log.info("import cancelled", extra=tags)
                 return RunResult.CANCELLED
+            stop = jobs.over_max_errors(outcome.failed_total, job.max_errors)
+            if stop is not None:
+                return _stop_at_max_errors(ctx, job.id, stop, tags)
             if ctx.stopping.is_set():
                 jobs.release(ctx.conn, job.id, ctx.worker)
                 log.info("import handed back at shutdown", extra=tags)
@@ -131,3 +139,12 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
             },
         )
     return RunResult.COMPLETED
+
+
+def _stop_at_max_errors(ctx: JobContext, job_id: str, why: str, tags: dict[str, str]) -> RunResult:
+    """Fail the job: more records failed than its request's max_errors allows. The batches
+    committed so far stay (the one that passed the limit included)."""
+    jobs.finish(ctx.conn, job_id, ctx.worker, "failed", error=why)
+    metrics.job_finished("import", "failed")
+    log.warning("import stopped: too many failed records", extra={**tags, "error": why})
+    return RunResult.FAILED
