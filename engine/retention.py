@@ -10,6 +10,12 @@ take long on S3): a run that dies half way leaves rows whose objects may be gone
 deletes them again (a missing object is not an error). A finished job never changes again, so
 concurrent runs (a worker's hourly run, ``bulkio cleanup``) at worst delete the same thing twice.
 
+A job's error rows and job_keys can number millions: they are deleted first, in chunks of at most
+``ROWS_PER_CHUNK`` rows, each chunk its own short transaction that walks the table's
+``(job_id, …)`` index from where the previous one stopped, and only then the job row itself (whose
+cascade then finds nothing left). One long DELETE would hold its locks, bloat and WAL in one
+transaction and hold back vacuum for as long as it runs.
+
 Two leftovers without a job are swept too: objects under ``imports/`` or ``exports/`` whose job
 row does not exist (the API died between storing an upload and creating its job), and
 idempotency keys reserved by a request that never created a job.
@@ -39,6 +45,11 @@ log = logging.getLogger("bulkio.retention")
 
 #: Jobs deleted per round (one listing per object prefix, then one DELETE statement).
 CHUNK = 200
+#: Error rows (or job_keys) of a job deleted per transaction.
+ROWS_PER_CHUNK = 10_000
+#: The tables of a job's many rows: (table, the column after job_id in its index, a value below
+#: every stored one). Identifiers from here only.
+_JOB_ROWS = (("job_errors", "row_no", 0), ("job_keys", "key", ""))
 #: Object prefixes whose second path segment is the owning job's id.
 JOB_PREFIXES = ("imports", "exports")
 #: An object without a job is swept only when older than this, whatever the retention: an upload
@@ -68,11 +79,17 @@ def cleanup(
     older_than: timedelta,
     *,
     now: datetime | None = None,
+    rows_per_chunk: int = ROWS_PER_CHUNK,
 ) -> CleanupReport:
     """Delete finished jobs whose ``finished_at`` is more than ``older_than`` ago, with their
-    objects and rows, then the leftovers described in the module docstring."""
+    objects and rows, then the leftovers described in the module docstring. ``conn`` must be in
+    autocommit mode: each chunk of rows is its own transaction."""
     if older_than < timedelta(0):
         raise ValueError("older_than must not be negative")
+    if not conn.autocommit:
+        raise ValueError("cleanup needs an autocommit connection (it commits chunk by chunk)")
+    if rows_per_chunk < 1:
+        raise ValueError("rows_per_chunk must be at least 1")
     cutoff = (now or datetime.now(UTC)) - older_than
     jobs = objects = 0
     while True:
@@ -91,9 +108,11 @@ def cleanup(
             storage.delete(key)
         _remove_empty_dirs(storage, ids)
         objects += len(keys)
+        for job_id in ids:
+            for table, column, lowest in _JOB_ROWS:
+                _delete_in_chunks(conn, table, column, lowest, job_id, rows_per_chunk)
         with conn.transaction():
-            conn.execute("DELETE FROM job_keys WHERE job_id = ANY(%s::uuid[])", (ids,))
-            # job_errors and idempotency_keys go with their job (ON DELETE CASCADE)
+            # idempotency_keys go with their job (ON DELETE CASCADE), job_errors are gone already
             jobs += conn.execute(
                 "DELETE FROM jobs WHERE id = ANY(%s::uuid[]) AND status = ANY(%s)",
                 (ids, list(TERMINAL)),
@@ -108,6 +127,28 @@ def cleanup(
         extra={"older_than_days": older_than / timedelta(days=1), **_fields(report)},
     )
     return report
+
+
+def _delete_in_chunks(
+    conn: psycopg.Connection[Any], table: str, column: str, lowest: Any, job_id: str, chunk: int
+) -> None:
+    """Delete the job's rows of ``table``, ``chunk`` rows per statement (autocommit: one
+    transaction each), in index order: each statement starts where the previous one stopped,
+    so none walks the dead index entries the earlier ones left (vacuum removes them later)."""
+    sql = f"""
+        WITH gone AS (
+            DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM {table} WHERE job_id = %s AND {column} >= %s
+                ORDER BY {column} LIMIT %s))
+            RETURNING {column}
+        )
+        SELECT count(*), max({column}) FROM gone"""
+    start = lowest
+    while True:
+        row = conn.execute(sql, (job_id, start, chunk)).fetchone()
+        if row is None or row[0] < chunk:
+            return
+        start = row[1]  # >=: rows sharing the last row_no may remain
 
 
 def _fields(report: CleanupReport) -> dict[str, int]:

@@ -223,3 +223,85 @@ def test_workers_apply_the_retention_on_their_own(
     assert not (objects_dir / "exports" / old).exists()
     assert (objects_dir / "exports" / keep).is_dir()
     assert _count(db, "SELECT count(*) FROM jobs WHERE id = %s", keep) == 1
+
+
+@pytest.fixture
+def deletions(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """Logs every DELETE statement on job_errors and job_keys (a cascade from jobs included):
+    its transaction and the rows it removed, through statement triggers with transition
+    tables. Removed again afterwards."""
+    db.execute(
+        """
+        CREATE TABLE test_deletions (xid bigint NOT NULL, tbl text NOT NULL, n bigint NOT NULL);
+        CREATE FUNCTION test_log_deletions() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO test_deletions SELECT txid_current(), TG_TABLE_NAME, count(*) FROM gone;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER test_deletions AFTER DELETE ON job_errors REFERENCING OLD TABLE AS gone
+            FOR EACH STATEMENT EXECUTE FUNCTION test_log_deletions();
+        CREATE TRIGGER test_deletions AFTER DELETE ON job_keys REFERENCING OLD TABLE AS gone
+            FOR EACH STATEMENT EXECUTE FUNCTION test_log_deletions();
+        """
+    )
+    try:
+        yield db
+    finally:
+        db.execute(
+            "DROP TRIGGER test_deletions ON job_errors; DROP TRIGGER test_deletions ON job_keys; "
+            "DROP FUNCTION test_log_deletions(); DROP TABLE test_deletions"
+        )
+
+
+def _import_job_with_rows(db: psycopg.Connection[Any], errors: int, keys: int, old: bool) -> str:
+    """A finished import job with ``errors`` error rows (three per record, so chunks end in the
+    middle of a record) and ``keys`` job_keys."""
+    job_id = jobs.new_job_id()
+    jobs.create(db, job_id=job_id, kind="import", resource="users", fmt="csv",
+                mode="validate_only", owner="tester")  # fmt: skip
+    finished = OLD if old else "now()"
+    db.execute(
+        f"UPDATE jobs SET status = 'completed', finished_at = {finished}, error_count = %s, "
+        "stored_errors = %s WHERE id = %s",
+        (errors, errors, job_id),
+    )
+    db.execute(
+        "INSERT INTO job_errors (job_id, row_no, line_no, field, code, message) "
+        "SELECT %s, g / 3 + 1, g / 3 + 2, 'f' || g %% 3, 'invalid_format', 'bad' "
+        "FROM generate_series(0, %s - 1) g",
+        (job_id, errors),
+    )
+    db.execute(
+        "INSERT INTO job_keys (job_id, key) SELECT %s, 'id:' || g FROM generate_series(1, %s) g",
+        (job_id, keys),
+    )
+    return job_id
+
+
+def test_large_reports_are_deleted_in_chunks_each_its_own_transaction(
+    no_workers: Bulkio, deletions: psycopg.Connection[Any], storage: Storage
+) -> None:
+    db = deletions
+    chunk = 1000
+    big = _import_job_with_rows(db, 25_000, 4_321, old=True)
+    small = _import_job_with_rows(db, 5, 0, old=True)
+    recent = _import_job_with_rows(db, 2_000, 10, old=False)
+
+    report = cleanup(db, storage, RETENTION, rows_per_chunk=chunk)
+
+    assert report.jobs == 2
+    assert _count(db, "SELECT count(*) FROM jobs WHERE id = ANY(%s::uuid[])", [big, small]) == 0
+    assert _count(db, "SELECT count(*) FROM job_errors WHERE job_id <> %s", recent) == 0
+    assert _count(db, "SELECT count(*) FROM job_keys WHERE job_id <> %s", recent) == 0
+    assert _count(db, "SELECT count(*) FROM job_errors WHERE job_id = %s", recent) == 2_000
+    assert _count(db, "SELECT count(*) FROM job_keys WHERE job_id = %s", recent) == 10
+    per_transaction = db.execute(
+        "SELECT tbl, xid, sum(n) FROM test_deletions GROUP BY tbl, xid"
+    ).fetchall()
+    deleted = {
+        t: sum(int(r[2]) for r in per_transaction if r[0] == t) for t in ("job_errors", "job_keys")
+    }
+    assert deleted == {"job_errors": 25_005, "job_keys": 4_321}
+    assert max(int(r[2]) for r in per_transaction) <= chunk, per_transaction
+    transactions = {t: sum(1 for r in per_transaction if r[0] == t and r[2]) for t in deleted}
+    assert transactions == {"job_errors": 25 + 1, "job_keys": 5}, transactions
