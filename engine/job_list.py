@@ -2,9 +2,9 @@
 ``(created_at, id)``, and the next page starts strictly below it (never OFFSET: page N costs what
 page 1 costs, and jobs created meanwhile neither repeat nor skip an entry).
 
-Every page is one index range scan (migration 0010): ``jobs_owner_list_idx`` /
+Every page is one index-only range scan (migration 0010): ``jobs_owner_list_idx`` /
 ``jobs_owner_status_list_idx`` for one owner, ``jobs_list_idx`` / ``jobs_status_list_idx`` across
-owners; ``kind`` and ``resource`` are checked on the rows the scan walks.
+owners, ``kind`` and ``resource`` checked on the index entries; then the page's rows by id.
 """
 
 from __future__ import annotations
@@ -72,8 +72,14 @@ def where(flt: JobFilter, after: Position | None) -> tuple[str, list[Any]]:
 
 
 def page_sql(flt: JobFilter, after: Position | None, limit: int) -> tuple[str, list[Any]]:
+    """The page's ids from an index-only scan (every filtered column is in the list indexes),
+    then those rows alone by primary key; the nested loop keeps the order (no sort)."""
     clause, params = where(flt, after)
-    sql = f"SELECT * FROM jobs WHERE {clause} ORDER BY created_at DESC, id DESC LIMIT %s"
+    sql = (
+        "SELECT j.* FROM (SELECT id, created_at FROM jobs WHERE "
+        f"{clause} ORDER BY created_at DESC, id DESC LIMIT %s) AS p "
+        "JOIN jobs AS j ON j.id = p.id ORDER BY p.created_at DESC, p.id DESC"
+    )
     return sql, [*params, limit]
 
 

@@ -1,14 +1,21 @@
 -- Jobs as a resource (issue #10): the indexes of GET /v1/jobs and each job's event log.
 
--- GET /v1/jobs lists newest first with a keyset cursor on (created_at, id): one index per scope
--- (an owner's jobs; an admin's view of everyone's), and the same with `status` before the order,
--- so that a filter on a rare status (failed, running) still reads one page of index entries
--- instead of walking past every completed job. kind and resource are filtered while walking
--- (2 and 3 values). jobs_owner_created_idx is a prefix of jobs_owner_list_idx.
-CREATE INDEX jobs_owner_list_idx ON jobs (owner, created_at DESC, id DESC);
-CREATE INDEX jobs_list_idx ON jobs (created_at DESC, id DESC);
-CREATE INDEX jobs_owner_status_list_idx ON jobs (owner, status, created_at DESC, id DESC);
-CREATE INDEX jobs_status_list_idx ON jobs (status, created_at DESC, id DESC);
+-- GET /v1/jobs lists newest first with a keyset cursor on (created_at, id) (engine/job_list.py):
+-- one index per scope (an owner's jobs; an admin's view of everyone's), and the same with
+-- `status` before the order, so that a filter on a rare status (failed, running) still reads one
+-- page of index entries instead of walking past every completed job. kind and resource are
+-- INCLUDEd: a page's ids come from an index-only scan that checks them on the index entries,
+-- and only the page's own rows are read from the table. Without owner in the admin indexes, an
+-- owner's list cannot be served by walking everyone's newest jobs (which the planner might pick
+-- for an owner of many jobs, and which reads without bound when those jobs are old).
+-- jobs_owner_created_idx is a prefix of jobs_owner_list_idx.
+CREATE INDEX jobs_owner_list_idx ON jobs (owner, created_at DESC, id DESC)
+    INCLUDE (kind, resource);
+CREATE INDEX jobs_list_idx ON jobs (created_at DESC, id DESC) INCLUDE (kind, resource);
+CREATE INDEX jobs_owner_status_list_idx ON jobs (owner, status, created_at DESC, id DESC)
+    INCLUDE (kind, resource);
+CREATE INDEX jobs_status_list_idx ON jobs (status, created_at DESC, id DESC)
+    INCLUDE (kind, resource);
 DROP INDEX jobs_owner_created_idx;
 
 -- Append-only, one row per event, numbered per job without gaps from 1 (engine/events.py).
