@@ -1,16 +1,23 @@
 """Commit one batch: staging COPY, set-based merge, error rows and the job checkpoint — atomically.
 
-Everything for a batch happens in ONE transaction on the worker's ADBC connection:
+Everything for a batch happens in ONE transaction on one ADBC connection:
 
 1. COPY the valid rows into a temp staging table and the reader/validator errors into another;
 2. classify staged rows in SQL (foreign keys, keys, conflicts) — ``engine.imports.merge_sql``;
-3. upsert the accepted rows (or, for validate_only, remember their keys), and insert the error
-   rows the job still has room for under ``BULKIO_MAX_ERROR_ROWS`` (all of them are counted);
+3. insert every error row, upsert the accepted rows (or, for validate_only, remember their keys);
 4. advance the job's checkpoint and counters, *only if this worker still holds the lease*.
+
+A clean batch first tries cheaper paths (binary COPY straight into the table, then plain INSERT
+or upsert from staging); any row they would get wrong makes them fail or fall short, and the
+batch is rolled back and classified. With set-based reference checks, the direct COPY runs on
+the reference locker's connection, in the very transaction that locked the batch's parents
+(``engine.imports.references``); if that connection is lost, so are its rows, and the batch takes
+the other paths on the worker's connection.
 
 A crash anywhere before COMMIT leaves nothing behind; a resumed job re-reads from the checkpoint,
 so each batch is applied exactly once. A unique or foreign-key violation caused by a concurrent
-writer rolls the batch back and classifies it again (bounded retries).
+writer, or a row another writer changed between classification and upsert, rolls the batch back
+and classifies it again (bounded retries).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from engine.error_rows import ERROR_SCHEMA
 from engine.errors import LeaseLost
 from engine.formats.reader import LINE, ROW, Position
 from engine.imports import merge_sql
-from engine.imports.references import MODES, Hold, ReferenceLocker, probe
+from engine.imports.references import MODES, Hold, ReferenceLocker, probe, recheck
 from engine.resources import Kind, Resource
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,16 @@ FAST_PATH_MISSES = 2
 class _FastPathMiss(Exception):
     """Raised when the optimistic path applied fewer rows than staged (the batch needs the
     full classification); the transaction is rolled back and the batch retried."""
+
+
+class _Raced(Exception):
+    """Raised when the upsert applied fewer rows than the classification accepted: another
+    writer changed one of them in between. The batch is rolled back and classified again."""
+
+
+class _Unsafe(Exception):
+    """Raised when a direct-COPY transaction finds the table changed so that skipping triggers
+    is no longer safe (``references.recheck``); the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +99,6 @@ class BatchOutcome:
     inserted: int
     updated: int
     cancel_requested: bool
-    #: The job's failed records so far, this batch's included (what max_errors bounds).
-    failed_total: int = 0
 
 
 class BatchLoader:
@@ -100,11 +115,9 @@ class BatchLoader:
         *,
         reference_checks: str = "auto",
         connect: Callable[[], Any] | None = None,
-        max_error_rows: int | None = None,
     ) -> None:
         """``connect`` opens the extra ADBC connections of set-based reference checks (none:
-        the FK triggers check references); ``max_error_rows`` caps the error rows stored for the
-        job (``BULKIO_MAX_ERROR_ROWS``; None: all are stored)."""
+        the FK triggers check references)."""
         if reference_checks not in MODES:
             raise ValueError(f"reference_checks must be one of {', '.join(MODES)}")
         self.conn = conn
@@ -114,15 +127,12 @@ class BatchLoader:
         self.worker = worker
         self.lease_seconds = lease_seconds
         self._classify = merge_sql.classify(resource, job_id, mode)
-        self._store_staged_errors = merge_sql.store_errors(job_id, max_error_rows)
-        self._store_all_errors = merge_sql.store_errors(job_id, max_error_rows, resource)
-        self._max_error_rows = max_error_rows
-        #: Error rows the job may still store, as of its last commit (None: not known yet, or no
-        #: cap). At 0, a batch's error rows are only counted: not even sent to the server.
-        self._error_room: int | None = None
+        self._errors_sql = merge_sql.errors_from_classified(resource, job_id)
+        self._stage_errors_sql = merge_sql.copy_stage_errors(job_id)
         self._upsert = merge_sql.upsert(resource, job_id, mode)
         self._remember = merge_sql.remember_keys(resource, job_id)
         self._rejected = merge_sql.rejected_count(resource)
+        self._taken = merge_sql.taken_keys(job_id)
         # Optimistic paths for clean batches, cheapest first; each is dropped for the rest of
         # the job after FAST_PATH_MISSES misses. The full classification always works.
         self._job_bytes = uuid.UUID(job_id).bytes
@@ -147,6 +157,9 @@ class BatchLoader:
                 "set-based" if self._locker else f"per-row triggers ({why_not})",
                 extra={"job_id": job_id, "resource": resource.name},
             )
+        #: False once a batch found the table changed (an added trigger, rule, foreign key or
+        #: deferrable constraint): from then on the FK triggers check this job's batches.
+        self._set_based = self._locker is not None
 
     def close(self) -> None:
         """Release the reference locker's connections (a batch prepared but never applied
@@ -166,7 +179,8 @@ class BatchLoader:
         if not self._direct_active():
             return Prepared(clean=True)
         direct = self._direct(valid)
-        hold = self._locker.submit(direct) if self._locker is not None else None
+        locker = self._locker if self._set_based else None
+        hold = locker.submit(direct) if locker is not None else None
         return Prepared(clean=True, direct=direct, hold=hold)
 
     def _direct(self, valid: pl.DataFrame) -> pa.Table:
@@ -221,7 +235,9 @@ class BatchLoader:
                 if misses >= FAST_PATH_MISSES:
                     continue
                 try:
-                    return self._apply_once(batch, fast=sql, prepared=prepared)
+                    if sql == DIRECT_COPY:
+                        return self._direct_copy(batch, prepared)
+                    return self._apply_once(self.conn, batch, fast=sql)
                 except (_FastPathMiss, adbc_driver_manager.IntegrityError):
                     self.conn.rollback()
                     self._paths[i] = (sql, misses + 1)
@@ -230,8 +246,8 @@ class BatchLoader:
                     raise
         for attempt in range(1, MAX_BATCH_RETRIES + 1):
             try:
-                return self._apply_once(batch)
-            except adbc_driver_manager.IntegrityError as exc:
+                return self._apply_once(self.conn, batch)
+            except (adbc_driver_manager.IntegrityError, _Raced) as exc:
                 self.conn.rollback()
                 if attempt == MAX_BATCH_RETRIES:
                     raise
@@ -241,7 +257,7 @@ class BatchLoader:
                         "job_id": self.job_id,
                         "batch": batch.index,
                         "attempt": attempt,
-                        "error": str(exc).splitlines()[0],
+                        "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                     },
                 )
             except BaseException:
@@ -249,17 +265,59 @@ class BatchLoader:
                 raise
         raise AssertionError("unreachable")
 
+    def _direct_copy(self, batch: BatchInput, prepared: Prepared) -> BatchOutcome:
+        """DIRECT_COPY: with set-based reference checks, on the locker's connection whose open
+        transaction holds the batch's parents locked, committing there (so the locks cannot go
+        before the rows commit); else on the worker's connection, the FK triggers checking."""
+        if prepared.direct is None:
+            raise _FastPathMiss  # prepared after the path was dropped
+        if not self._set_based or self._locker is None or prepared.hold is None:
+            return self._apply_once(self.conn, batch, DIRECT_COPY, prepared)
+        hold = prepared.hold.result()
+        if hold is None or not hold.ok or hold.conn is None:
+            raise _FastPathMiss  # a referenced row is missing (or no lock could be had)
+        try:
+            return self._apply_once(hold.conn, batch, DIRECT_COPY, prepared, set_based=True)
+        except _Unsafe as exc:
+            self._locker.release(prepared.hold)  # first let the change that was seen go
+            self._set_based = False
+            log.warning(
+                "reference checks: per-row triggers from now on (%s)",
+                exc,
+                extra={"job_id": self.job_id, "resource": self.resource.name},
+            )
+            return self._apply_once(self.conn, batch, DIRECT_COPY, prepared)
+        except (_FastPathMiss, adbc_driver_manager.DatabaseError) as exc:
+            # An existing key, a key taken over, or the connection lost (its locks went with
+            # the uncommitted rows): the worker's connection takes the batch on other paths.
+            self._locker.release(prepared.hold)
+            if not isinstance(exc, (_FastPathMiss, adbc_driver_manager.IntegrityError)):
+                log.warning(
+                    "direct COPY on the locker's connection failed; trying the other paths",
+                    extra={
+                        "job_id": self.job_id,
+                        "batch": batch.index,
+                        "error": str(exc).splitlines()[0],
+                    },
+                )
+            raise _FastPathMiss from exc
+        except BaseException:
+            self._locker.release(prepared.hold)
+            raise
+
     def _apply_once(
-        self, batch: BatchInput, fast: str | None = None, prepared: Prepared | None = None
+        self,
+        conn: Any,
+        batch: BatchInput,
+        fast: str | None = None,
+        prepared: Prepared | None = None,
+        *,
+        set_based: bool = False,
     ) -> BatchOutcome:
-        if fast == DIRECT_COPY:
-            if prepared is None or prepared.direct is None:
-                raise _FastPathMiss  # prepared after the path was dropped
-            if self._locker is not None:
-                hold = prepared.hold.result() if prepared.hold is not None else None
-                if hold is None or not hold.ok:
-                    raise _FastPathMiss  # a referenced row is missing (or locking failed)
-        cur = self.conn.cursor()
+        """One attempt at ``batch`` in one transaction on ``conn``, committed on success (the
+        caller rolls back on failure). ``fast``: an optimistic path; ``set_based``: DIRECT_COPY
+        without FK triggers, in the transaction that locked the parents."""
+        cur = conn.cursor()
         try:
             # Key lookups must cost O(batch), not O(table): a hash join would scan the whole
             # target table for every batch (measured: 0.74 s/batch at 1M users, growing).
@@ -274,10 +332,13 @@ class BatchLoader:
             )
             if fast == DIRECT_COPY:
                 assert prepared is not None and prepared.direct is not None
-                if self._locker is not None:  # parents locked by prepared.hold: no FK triggers
+                if set_based:  # parents locked in this transaction: no FK triggers
+                    reason = recheck(cur, self.resource)
+                    if reason is not None:
+                        raise _Unsafe(reason)
                     cur.execute("SET LOCAL session_replication_role = replica")
                 cur.adbc_ingest(self.resource.table, prepared.direct, mode="append")
-                if self._locker is not None:
+                if set_based:
                     cur.execute("SET LOCAL session_replication_role = origin")
             elif stage_rows.height:
                 cur.adbc_ingest(
@@ -286,15 +347,15 @@ class BatchLoader:
                     mode="append",
                     temporary=True,
                 )
-            if batch.errors.height and self._error_room != 0:
+            if batch.errors.height:
                 cur.adbc_ingest(
                     merge_sql.STAGE_ERRORS,
                     batch.errors.cast(ERROR_SCHEMA).to_arrow(),  # type: ignore[arg-type]
                     mode="append",
                     temporary=True,
                 )
+                cur.execute(self._stage_errors_sql)
             inserted = updated = rejected = sql_errors = 0
-            classified = False
             if fast == DIRECT_COPY:
                 inserted = stage_rows.height
             elif fast:
@@ -304,7 +365,7 @@ class BatchLoader:
                     raise _FastPathMiss
             elif stage_rows.height:
                 cur.execute(self._classify)
-                classified = True
+                cur.execute(self._errors_sql)
                 cur.execute(self._rejected)
                 rejected, sql_errors = (int(v) for v in cur.fetchone())
                 if self.mode == "validate_only":
@@ -313,13 +374,17 @@ class BatchLoader:
                     cur.execute(self._remember)
                 else:
                     cur.execute(self._upsert)
-                    inserted, updated = (int(v) for v in cur.fetchone())
+                    inserted, updated, stale = (int(v) for v in cur.fetchone())
+                    if stale or inserted + updated != stage_rows.height - rejected:
+                        raise _Raced("a row changed between classification and upsert")
+            if fast is not None:
+                # Another job overwrote keys of this one: only the classification knows which
+                # of this batch's rows repeat them.
+                cur.execute(self._taken)
+                if cur.fetchone()[0]:
+                    raise _FastPathMiss
             failed = int(batch.errors.get_column("row").n_unique()) + rejected
             errors = batch.errors.height + sql_errors
-            stored = 0
-            if errors and self._error_room != 0:
-                cur.execute(self._store_all_errors if classified else self._store_staged_errors)
-                stored = int(cur.fetchone()[0])
             pos = batch.after
             cur.execute(
                 jobs.CHECKPOINT,
@@ -339,7 +404,6 @@ class BatchLoader:
                     self.job_id,
                     self.worker,
                     batch.index,
-                    stored,
                 ),
             )
             row = cur.fetchone()
@@ -347,18 +411,9 @@ class BatchLoader:
                 raise LeaseLost(
                     f"job {self.job_id}: lease lost before committing batch {batch.index}"
                 )
-            self.conn.commit()
-            if self._max_error_rows is not None:
-                self._error_room = max(self._max_error_rows - int(row[2]), 0)
+            conn.commit()
             return BatchOutcome(
-                batch.rows,
-                batch.rows - failed,
-                failed,
-                errors,
-                inserted,
-                updated,
-                bool(row[0]),
-                failed_total=int(row[1]),
+                batch.rows, batch.rows - failed, failed, errors, inserted, updated, bool(row[0])
             )
         finally:
             cur.close()

@@ -17,6 +17,10 @@ from engine.resources import Column, Kind, Resource
 
 STAGE_ERRORS = "bulkio_stage_errors"
 CLASSIFIED = "bulkio_classified"
+#: Import jobs that may still write rows (a queued one may be a handed-back job that resumes).
+UNFINISHED_IMPORTS = (
+    "SELECT j.id FROM jobs j WHERE j.kind = 'import' AND j.status IN ('queued', 'running')"
+)
 
 #: Staging type of each kind: UUIDs stay text in staging (binary COPY of a string into uuid fails)
 #: and are cast by the server while merging.
@@ -110,32 +114,43 @@ def classify(resource: Resource, job_id: str, mode: str) -> str:
     joins = [f"LEFT JOIN {table} t1 ON t1.id = s._id"]
     if nk:
         nk_target = f"lower(t2.{nk})" if resource.natural_key_ci else f"t2.{nk}"
-        selects += ["t2.id AS _nk_hit", "t2.last_import_job AS _nk_job"]
+        id_nk = f"lower(t1.{nk})" if resource.natural_key_ci else f"t1.{nk}"
+        selects += [f"{id_nk} AS _id_nk", "t2.id AS _nk_hit", "t2.last_import_job AS _nk_job"]
         joins.append(f"LEFT JOIN {table} t2 ON {nk_target} = s._nk")
         nk_expr = f"lower(st.{nk})" if resource.natural_key_ci else f"st.{nk}"
     else:
-        selects += [f"NULL::{id_col.pg_type} AS _nk_hit", "NULL::uuid AS _nk_job"]
+        selects += [
+            "NULL::text AS _id_nk",
+            f"NULL::{id_col.pg_type} AS _nk_hit",
+            "NULL::uuid AS _nk_job",
+        ]
         nk_expr = "NULL::text"
     for fk in resource.foreign_keys:
         alias = f"f_{fk.name}"
         selects.append(f"({alias}.id IS NULL) AS _missing_{fk.name}")
         joins.append(f"LEFT JOIN {fk.references} {alias} ON {alias}.id = {_cast(fk, 's')}")
     fk_bad = " OR ".join(f"_missing_{fk.name}" for fk in resource.foreign_keys) or "false"
+    # Keys this job accepted in earlier batches: validate_only keeps them all in job_keys; the
+    # write modes find them in last_import_job, plus, in job_keys, the keys of rows that another
+    # job overwrote since (see upsert's ``taken``). The job_keys lookups run only when the job
+    # has any (one probe per batch).
+    keys = f"SELECT 1 FROM job_keys k WHERE k.job_id = {job} AND k.key"
+    kept_nk = f"EXISTS ({keys} = 'nk:' || _nk)"
     if mode == "validate_only":
-        keys = f"SELECT 1 FROM job_keys k WHERE k.job_id = {job} AND k.key"
         seen_id = f"EXISTS ({keys} = 'id:' || coalesce(_id, _nk_hit)::text)"
-        seen_nk = f"EXISTS ({keys} = 'nk:' || _nk)"
+        seen_nk = kept_nk
     else:
-        seen_id = f"_id_job = {job}"
-        seen_nk = f"_nk_job = {job}"
+        any_kept = f"(SELECT EXISTS (SELECT 1 FROM job_keys WHERE job_id = {job}))"
+        seen_id = f"_id_job = {job} OR ({any_kept} AND EXISTS ({keys} = 'id:' || _id::text))"
+        seen_nk = f"_nk_job = {job} OR ({any_kept} AND {kept_nk})"
     # Order matters: in-file repeats (earlier batch, then earlier in this batch) are reported
-    # before conflicts with rows that existed before the job.
+    # before conflicts with rows that existed before the job, and before a missing id (the key
+    # of a record repeated from an earlier batch may have been changed since by another job).
     cases = [f"WHEN {fk_bad} THEN 'fk'"]
-    if nk:
-        cases.append("WHEN _id IS NULL AND _nk_hit IS NULL THEN 'required:id'")
     cases.append(f"WHEN {seen_id} THEN 'dup:id'")
     if nk:
         cases.append(f"WHEN {seen_nk} THEN 'dup:{nk}'")
+        cases.append("WHEN _id IS NULL AND _nk_hit IS NULL THEN 'required:id'")
     cases.append("WHEN _id_rank > 1 THEN 'dup:id'")
     if nk:
         cases.append(f"WHEN _nk_rank > 1 THEN 'dup:{nk}'")
@@ -176,9 +191,8 @@ def _value_of(resource: Resource, field_expr: str) -> str:
     return f"CASE {field_expr} {whens} END"
 
 
-def classified_errors(resource: Resource) -> str:
-    """The error rows (row, line, field, code, message, value) of the rows ``classify``
-    rejected."""
+def errors_from_classified(resource: Resource, job_id: str) -> str:
+    job = f"'{uuid.UUID(job_id)}'::uuid"
     parts = []
     for fk in resource.foreign_keys:
         target = fk.references.removesuffix("s") if fk.references else "row"
@@ -195,54 +209,64 @@ def classified_errors(resource: Resource) -> str:
         f"FROM {CLASSIFIED} c JOIN (VALUES {values}) AS v(verdict, field, code, message) "
         "ON v.verdict = c._verdict"
     )
-    return " UNION ALL ".join(parts)
-
-
-def store_errors(job_id: str, max_rows: int | None, resource: Resource | None = None) -> str:
-    """Insert the batch's error rows (the staged reader/validator errors, plus those of the
-    classified rows when ``resource`` is given) into ``job_errors``: only as many as the job has
-    room for under ``max_rows`` (None: all), the first ones in report order, so the stored rows
-    are always a prefix of the full report. The room is read from the job's ``stored_errors``,
-    which the same transaction's checkpoint advances by the count this returns: exact across
-    batches, retries and resumed jobs."""
-    job = f"'{uuid.UUID(job_id)}'::uuid"
-    sources = f"SELECT row, line, field, code, message, value FROM {STAGE_ERRORS}"
-    if resource is not None:
-        sources += f" UNION ALL {classified_errors(resource)}"
-    limit = (
-        ""
-        if max_rows is None
-        else f" LIMIT (SELECT greatest({int(max_rows)} - stored_errors, 0) FROM jobs "
-        f"WHERE id = {job})"
+    return (
+        "INSERT INTO job_errors (job_id, row_no, line_no, field, code, message, value) "
+        f"SELECT {job}, e.* FROM ({' UNION ALL '.join(parts)}) AS e"
     )
-    return f"""
-WITH stored AS (
-    INSERT INTO job_errors (job_id, row_no, line_no, field, code, message, value)
-    SELECT {job}, e.* FROM ({sources}) AS e (row, line, field, code, message, value)
-    ORDER BY e.row, e.field NULLS FIRST, e.code{limit}
-    RETURNING 1
-)
-SELECT count(*) FROM stored"""
+
+
+def copy_stage_errors(job_id: str) -> str:
+    job = f"'{uuid.UUID(job_id)}'::uuid"
+    return (
+        "INSERT INTO job_errors (job_id, row_no, line_no, field, code, message, value) "
+        f"SELECT {job}, row, line, field, code, message, value FROM {STAGE_ERRORS}"
+    )
 
 
 def upsert(resource: Resource, job_id: str, mode: str) -> str:
+    """Apply the accepted rows: ``(inserted, updated, stale)``.
+
+    In upsert mode an existing row is overwritten only while the job that last wrote it is still
+    the one the classification saw (``writer``, carried in the proposed row's last_import_job;
+    the update then sets this job), so a row another job wrote since is left alone; ``stale``
+    counts rows inserted with such a writer (the row was deleted since). Either way the caller
+    sees fewer rows applied than accepted, rolls back and classifies again. In the same
+    statement, the keys of rows taken over from another import job that may still write
+    (``taken``) are recorded for that job in job_keys, so that its later repeats of those keys
+    are still ``duplicate_in_file`` (its classification reads them)."""
     job = f"'{uuid.UUID(job_id)}'::uuid"
     names = [c.name for c in resource.columns]
     values = ["c._target"] + [_cast(c, "c") for c in resource.columns if c.name != "id"]
-    conflict = (
-        " ON CONFLICT (id) DO UPDATE SET "
-        + ", ".join(f"{n} = EXCLUDED.{n}" for n in [*names[1:], "last_import_job"])
-        if mode == "upsert"
-        else ""
-    )
+    writer, conflict, taken = job, "", ""
+    if mode == "upsert":
+        writer = (
+            "CASE WHEN c._id_hit IS NOT NULL THEN c._id_job "
+            f"WHEN c._nk_hit IS NOT NULL THEN c._nk_job ELSE {job} END"
+        )
+        sets = [f"{n} = EXCLUDED.{n}" for n in names[1:]] + [f"last_import_job = {job}"]
+        conflict = (
+            " ON CONFLICT (id) DO UPDATE SET " + ", ".join(sets) + f" WHERE {resource.table}."
+            "last_import_job IS NOT DISTINCT FROM EXCLUDED.last_import_job"
+        )
+        taken = f"""taken AS (
+    INSERT INTO job_keys (job_id, key)
+    SELECT p.writer, k.key FROM (
+        SELECT {writer} AS writer, c._target,
+            CASE WHEN c._id_hit IS NOT NULL THEN c._id_nk ELSE c._nk END AS old_nk
+        FROM {CLASSIFIED} c WHERE c._verdict IS NULL
+    ) p CROSS JOIN LATERAL (VALUES ('id:' || p._target::text), ('nk:' || p.old_nk)) AS k(key)
+    WHERE p.writer <> {job} AND k.key IS NOT NULL AND p.writer IN ({UNFINISHED_IMPORTS})
+    ON CONFLICT DO NOTHING
+), """
     return f"""
-WITH up AS (
+WITH {taken}up AS (
     INSERT INTO {resource.table} ({", ".join(names)}, last_import_job)
-    SELECT {", ".join(values)}, {job} FROM {CLASSIFIED} c WHERE c._verdict IS NULL
+    SELECT {", ".join(values)}, {writer} FROM {CLASSIFIED} c WHERE c._verdict IS NULL
     ORDER BY c._target{conflict}
-    RETURNING (xmax = 0) AS inserted
+    RETURNING (xmax = 0) AS inserted, last_import_job IS DISTINCT FROM {job} AS stale
 )
-SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"""
+SELECT count(*) FILTER (WHERE inserted AND NOT stale), count(*) FILTER (WHERE NOT inserted),
+    count(*) FILTER (WHERE stale) FROM up"""
 
 
 def _insert_order(resource: Resource) -> str:
@@ -259,15 +283,26 @@ def fast_upsert(resource: Resource, job_id: str, mode: str, *, plain: bool = Fal
     violation) or apply fewer rows than staged (an id already written by this job), and the
     caller then rolls back and takes the full path, so both paths give identical results.
     ``plain``: no ON CONFLICT clause at all (a fresh import: ~20% cheaper, measured); any
-    existing id then fails the statement and the caller retries with the upsert."""
+    existing id then fails the statement and the caller retries with the upsert.
+
+    A row is not overwritten here when an import job that may still write wrote it (its keys
+    must be recorded for that job, which :func:`upsert` does), nor when its writer changed
+    after this statement's snapshot (that writer might be a job too new for the snapshot to
+    show): the row is not applied, and the classification takes the batch. The caller also
+    checks :func:`taken_keys` (a key another job took over from this one must be rejected)."""
     job = f"'{uuid.UUID(job_id)}'::uuid"
+    table = resource.table
     names = [c.name for c in resource.columns]
+    updates = mode == "upsert" and not plain
     values = [_cast(c, "st") for c in resource.columns]
     conflict = (
         " ON CONFLICT (id) DO UPDATE SET "
         + ", ".join(f"{n} = EXCLUDED.{n}" for n in [*names[1:], "last_import_job"])
-        + f" WHERE {resource.table}.last_import_job IS DISTINCT FROM {job}"
-        if mode == "upsert" and not plain
+        + f" WHERE {table}.last_import_job IS DISTINCT FROM {job} AND ("
+        f"{table}.last_import_job IS NULL OR {table}.last_import_job NOT IN "
+        f"({UNFINISHED_IMPORTS}) AND EXISTS (SELECT 1 FROM {table} v WHERE v.id = {table}.id "
+        f"AND v.last_import_job = {table}.last_import_job))"
+        if updates
         else ""
     )
     return f"""
@@ -278,6 +313,14 @@ WITH up AS (
     RETURNING (xmax = 0) AS inserted
 )
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), count(*) FROM up"""
+
+
+def taken_keys(job_id: str) -> str:
+    """Whether another job took over keys from this one (see :func:`upsert`): a clean batch's
+    fast paths cannot tell which keys, so the batch then goes to the classification. Run after
+    the fast path's write, whose unique checks waited for any such job's in-flight takeover."""
+    job = f"'{uuid.UUID(job_id)}'::uuid"
+    return f"SELECT EXISTS (SELECT 1 FROM job_keys WHERE job_id = {job})"
 
 
 def remember_keys(resource: Resource, job_id: str) -> str:

@@ -10,22 +10,35 @@ For a clean batch the same work is done once per batch, and off the writer's cri
 2. one statement per reference locks the parents ``FOR KEY SHARE`` (the very lock the FK
    trigger takes) and counts them: fewer rows than ids means a reference is missing, and the
    batch goes on to the loader's other paths, whose classification reports each such row;
-3. the batch is COPYed with ``session_replication_role = replica`` (``SET LOCAL`` around the COPY
-   alone), which skips the per-row FK triggers, and commits;
-4. only then the locks are released.
+3. in that same transaction, on that same connection, the loader then takes the table's
+   ``ROW EXCLUSIVE`` lock, checks again that skipping triggers is safe (:func:`recheck`), COPYs
+   the batch with ``session_replication_role = replica`` (``SET LOCAL`` around the COPY alone),
+   which skips the per-row FK triggers, writes the error rows and the checkpoint, and commits.
+
+The parents' locks and the rows therefore commit or vanish together: a concurrent ``DELETE`` (or
+key update) of a locked parent waits for that transaction and then its own FK check sees the new
+rows and fails — the guarantee the triggers give. If the connection ends before the commit (its
+idle-in-transaction timeout, ``pg_terminate_backend``, a dropped network), its locks go, but so
+does the batch: the COPY or the COMMIT fails, and the loader applies the batch on its own
+connection by the other paths (FK triggers or classification). There is no moment at which rows
+are committed without their parents locked (locks held by another transaction, meant to end
+after the batch's, would not do: a connection can end at any moment).
 
 Locking is half of the cost (``EXPLAIN (ANALYZE, BUFFERS, WAL)``: a row lock writes a WAL record,
 and the first one on a page after a checkpoint a full-page image), so :class:`ReferenceLocker`
-takes batch N+1's locks on connections of its own, in the reading thread, while the worker's
-connection writes batch N. A concurrent ``DELETE`` (or key update) of a locked parent waits for
-the locker's transaction, which ends after the batch's commit, so the deleter's own FK check then
-sees the new rows and fails — the guarantee the triggers give.
+takes batch N+1's locks on a connection of its own, in the reading thread, while batch N is
+being written on the connection that locked it.
 
-Skipping triggers is only safe when the FK triggers are the table's only triggers and every FK
-constraint of the table is one checked here, so :func:`probe` verifies that in the catalog (and
-that the role may set ``session_replication_role``: a superuser, or on PostgreSQL 15+
-``GRANT SET ON PARAMETER session_replication_role``). Otherwise the loader keeps PostgreSQL's
-triggers; results are identical either way, only the speed differs.
+Skipping triggers is only safe when the table's only INSERT triggers are the check triggers of
+foreign keys checked here: ``session_replication_role = replica`` skips every ordinary and
+internal trigger, including the rechecks of DEFERRABLE unique and exclusion constraints (their
+index defers the check to a trigger). :func:`probe` verifies that in the catalog at a job's
+start (and that the role may set ``session_replication_role``: a superuser, or on PostgreSQL 15+
+``GRANT SET ON PARAMETER session_replication_role``); :func:`recheck` verifies it again in every
+direct-COPY transaction after ``LOCK TABLE … IN ROW EXCLUSIVE MODE``, which conflicts with
+``CREATE TRIGGER``, ``CREATE RULE`` and ``ADD CONSTRAINT``, so nothing can be added between the
+check and the commit; a table that changed mid-job is written with its triggers from then on.
+Results are identical either way, only the speed differs.
 """
 
 from __future__ import annotations
@@ -49,17 +62,30 @@ log = logging.getLogger(__name__)
 #: them, ``triggers`` always leaves the checks to PostgreSQL's per-row FK triggers.
 MODES = ("auto", "triggers")
 
-_FOREIGN_KEYS = """
-SELECT a.attname, c.confrelid::regclass::text, f.attname, cardinality(c.conkey)
-FROM pg_constraint c
-JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
-JOIN pg_attribute f ON f.attrelid = c.confrelid AND f.attnum = c.confkey[1]
-WHERE c.conrelid = $1::regclass AND c.contype = 'f'
-"""
-
-_OWN_TRIGGERS = """
-SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal)
-     + (SELECT count(*) FROM pg_rewrite WHERE ev_class = $1::regclass)
+#: What ``session_replication_role = replica`` would skip besides the FK checks done here, in
+#: one catalog query: deferrable unique/exclusion constraints (their index leaves the check to
+#: an internal trigger), triggers and rules of the table's own, other internal INSERT triggers
+#: (``tgtype & 4``: fires on INSERT; an FK's check triggers belong to a constraint of this table
+#: with contype 'f', the referenced side's action triggers fire only on UPDATE/DELETE), and the
+#: first foreign key that is not one of ``$known`` (``column=parent`` of single-column FKs to
+#: ``parent.id``). ``{known}`` comes from the resource declaration, never from input.
+_UNSAFE = """
+SELECT
+  (SELECT string_agg(conname, ', ' ORDER BY conname) FROM pg_constraint
+     WHERE conrelid = $1::regclass AND contype IN ('p', 'u', 'x') AND condeferrable),
+  (SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal)
+    + (SELECT count(*) FROM pg_rewrite WHERE ev_class = $1::regclass),
+  (SELECT string_agg(t.tgname, ', ' ORDER BY t.tgname) FROM pg_trigger t
+     LEFT JOIN pg_constraint c ON c.oid = t.tgconstraint
+     WHERE t.tgrelid = $1::regclass AND t.tgisinternal AND (t.tgtype & 4) <> 0
+       AND (c.contype IS DISTINCT FROM 'f' OR c.conrelid <> t.tgrelid)),
+  (SELECT a.attname FROM pg_constraint c
+     JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+     JOIN pg_attribute f ON f.attrelid = c.confrelid AND f.attnum = c.confkey[1]
+     WHERE c.conrelid = $1::regclass AND c.contype = 'f'
+       AND (cardinality(c.conkey) <> 1 OR f.attname <> 'id'
+            OR NOT (a.attname || '=' || c.confrelid::regclass::text = ANY ({known})))
+     ORDER BY a.attname LIMIT 1)
 """
 
 _MAY_SET_ROLE = """
@@ -77,6 +103,27 @@ def _scalar(cur: Any, sql: str, *params: Any) -> Any:
     return None if row is None else row[0]
 
 
+def _unsafe(cur: Any, resource: Resource) -> str | None:
+    """Why skipping ``resource``'s triggers would skip more than the FK checks done here (None:
+    it would not), as the catalog stands in ``cur``'s current statement."""
+    known = ", ".join(f"'{c.name}={c.references}'" for c in resource.foreign_keys)
+    cur.execute(_UNSAFE.format(known=f"ARRAY[{known}]::text[]"), parameters=(resource.table,))
+    deferrable, own, internal, unknown_fk = cur.fetchone()
+    table = resource.table
+    if deferrable:
+        return (
+            f"{table} has deferrable constraints ({deferrable}), whose checks "
+            "session_replication_role would skip"
+        )
+    if int(own):
+        return f"{table} has triggers or rules of its own"
+    if internal:
+        return f"{table} has internal triggers bulkio does not know ({internal})"
+    if unknown_fk:
+        return f"{table} has a foreign key bulkio does not check ({unknown_fk})"
+    return None
+
+
 def probe(conn: Any, resource: Resource) -> str | None:
     """``None`` if set-based checks are safe for ``resource`` on the ADBC connection ``conn``,
     else the reason they are not. Reads the catalog only, in a transaction it rolls back."""
@@ -91,17 +138,19 @@ def probe(conn: Any, resource: Resource) -> str | None:
                 "the database role may not set session_replication_role (grant it with "
                 "GRANT SET ON PARAMETER session_replication_role TO <role>, PostgreSQL 15+)"
             )
-        if int(_scalar(cur, _OWN_TRIGGERS, resource.table)):
-            return f"{resource.table} has triggers or rules of its own"
-        cur.execute(_FOREIGN_KEYS, parameters=(resource.table,))
-        declared = {(c.name, c.references) for c in resource.foreign_keys}
-        for column, parent, parent_column, width in cur.fetchall():
-            if width != 1 or parent_column != "id" or (column, parent) not in declared:
-                return f"{resource.table} has a foreign key bulkio does not check ({column})"
-        return None
+        return _unsafe(cur, resource)
     finally:
         cur.close()
         conn.rollback()
+
+
+def recheck(cur: Any, resource: Resource) -> str | None:
+    """In the transaction that is about to COPY into ``resource``'s table with triggers skipped:
+    take the table's ROW EXCLUSIVE lock (held until that transaction ends; it conflicts with
+    CREATE TRIGGER / CREATE RULE / ADD CONSTRAINT, so nothing can be added before the commit),
+    then check the catalog again. ``None``: safe; else the reason, as :func:`probe` gives it."""
+    cur.execute(f"LOCK TABLE {resource.table} IN ROW EXCLUSIVE MODE")
+    return _unsafe(cur, resource)
 
 
 def _stage(column: str) -> str:
@@ -151,24 +200,25 @@ def _lock(conn: Any, resource: Resource, rows: pa.Table) -> bool:
 
 @dataclass(slots=True)
 class Hold:
-    """A locker transaction holding one batch's referenced rows, until :meth:`ReferenceLocker.
-    release` (after the batch's own commit). ``ok``: every referenced row exists."""
+    """An open transaction holding one batch's referenced rows, in which the loader writes that
+    batch; ended by :meth:`ReferenceLocker.release`. ``ok``: every referenced row exists and is
+    locked. ``conn`` is None when no connection could be had or it was lost while locking."""
 
-    conn: Any
+    conn: Any | None
     ok: bool
     released: bool = False
 
 
 class ReferenceLocker:
     """Locks batches' referenced rows on connections and a thread of its own, so that the locks
-    of the next batches are taken while the worker's connection writes the current one.
+    of the next batches are taken while the current one is written.
 
-    A batch's locks must be held until the batch's own transaction commits: a lock released
-    earlier would let a concurrent DELETE of a parent pass its FK check before our rows are
-    visible to it. Holding them in *another* transaction that ends after ours gives the same
-    guarantee as holding them in ours. ``size`` connections (opened on first use) bound how many
-    batches hold locks at once (one being written, one waiting, one being locked); a lock waits
-    for a free one.
+    Each :class:`Hold` owns its connection until :meth:`release`: the loader writes and commits
+    the batch on it (see the module docstring), then releases it. ``size`` connections (opened on
+    first use) bound how many batches hold locks at once (one being written, one waiting, one
+    being locked); a lock waits for a free one. A connection that fails is closed and replaced by
+    a new one on a later lock; nothing here raises for a lost connection: the batch then simply
+    takes the loader's other paths.
     """
 
     def __init__(self, connect: Callable[[], Any], resource: Resource, size: int = 3) -> None:
@@ -188,7 +238,7 @@ class ReferenceLocker:
         return self._thread.submit(self.lock, rows)
 
     def lock(self, rows: pa.Table) -> Hold | None:
-        """Lock ``rows``' references in a new locker transaction (``None`` once closed)."""
+        """Lock ``rows``' references in a new transaction (``None`` once closed)."""
         with self._cond:
             while not self._closed and not self._free and self._made >= self._size:
                 self._cond.wait()
@@ -202,6 +252,11 @@ class ReferenceLocker:
             if conn is None:
                 try:
                     conn = self._connect()
+                except adbc_driver_manager.DatabaseError as exc:
+                    with self._cond:
+                        self._made -= 1
+                    self._failed("opening a locker connection", exc)
+                    return Hold(None, False)
                 except BaseException:
                     with self._cond:
                         self._made -= 1
@@ -211,12 +266,14 @@ class ReferenceLocker:
             try:
                 return Hold(conn, _lock(conn, self.resource, rows))
             except adbc_driver_manager.DatabaseError as exc:
-                # e.g. a deadlock with a concurrent deleter: this batch takes the trigger path.
-                conn.rollback()
-                log.warning(
-                    "locking referenced rows failed; the batch is checked by the FK triggers",
-                    extra={"resource": self.resource.name, "error": str(exc).splitlines()[0]},
-                )
+                # e.g. a deadlock with a concurrent deleter, or a connection the server ended
+                # while it was idle: this batch takes the other paths.
+                self._failed("locking referenced rows", exc)
+                try:
+                    conn.rollback()
+                except adbc_driver_manager.DatabaseError:
+                    self._discard(conn)
+                    return Hold(None, False)
                 return Hold(conn, False)
         except BaseException:
             if conn is not None:
@@ -227,17 +284,30 @@ class ReferenceLocker:
                 self._busy -= 1
                 self._cond.notify_all()
 
+    def _failed(self, what: str, exc: BaseException) -> None:
+        log.warning(
+            f"{what} failed; the batch is checked by the FK triggers",
+            extra={"resource": self.resource.name, "error": str(exc).splitlines()[0]},
+        )
+
     def release(self, pending: Future[Hold | None] | None) -> None:
-        """End the transaction of a :meth:`submit` (its locks go), once its lock has finished;
-        idempotent. A lock that failed has nothing to release."""
+        """End the transaction of a :meth:`submit` (rolled back unless the loader committed it)
+        once its lock has finished, and make its connection free again; idempotent. A
+        connection that cannot end its transaction is closed (the server then ends it)."""
         if pending is None or pending.cancelled() or pending.exception() is not None:
             return
         hold = pending.result()
         if hold is None or hold.released:
             return
         hold.released = True
+        if hold.conn is None:
+            return
         try:
             hold.conn.rollback()
+        except adbc_driver_manager.DatabaseError:
+            log.info("a locker connection was lost", extra={"resource": self.resource.name})
+            self._discard(hold.conn)
+            return
         except BaseException:
             self._discard(hold.conn)
             raise
