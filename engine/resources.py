@@ -54,6 +54,10 @@ class Column:
     references: str | None = None
     #: Default used when an optional BOOL cell is empty.
     default: bool | None = None
+    #: An optional TIMESTAMP that is stamped when absent (missing or empty): a new row gets the
+    #: import time (the job's ``started_at``, one value per job, so a retried batch writes what
+    #: the first try did) and an existing row keeps its own value (``engine.imports.merge_sql``).
+    import_time_default: bool = False
 
     @property
     def pg_type(self) -> str:
@@ -116,6 +120,10 @@ class Resource:
         return tuple(c.name for c in self.columns if c.required)
 
     @property
+    def import_time_columns(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.import_time_default)
+
+    @property
     def foreign_keys(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if c.references)
 
@@ -170,7 +178,7 @@ def catalog(roles: tuple[str, ...] = DEFAULT_ROLES) -> dict[str, Resource]:
             Column("tags", Kind.TAGS),
             Column("status", Kind.ENUM, required=True, choices=("draft", "published")),
             Column("published_at", Kind.TIMESTAMP),
-            Column("created_at", Kind.TIMESTAMP, required=True),
+            Column("created_at", Kind.TIMESTAMP, import_time_default=True),
         ),
         natural_key="slug",
         rules=(

@@ -133,6 +133,9 @@ class BatchLoader:
         self._remember = merge_sql.remember_keys(resource, job_id)
         self._rejected = merge_sql.rejected_count(resource)
         self._taken = merge_sql.taken_keys(job_id)
+        #: What an absent import-time column gets on the DIRECT_COPY path (the SQL paths read
+        #: the same merge_sql.import_time); read here, before the reading thread needs it.
+        self._imported_at = self._import_time() if resource.import_time_columns else None
         # Optimistic paths for clean batches, cheapest first; each is dropped for the rest of
         # the job after FAST_PATH_MISSES misses. The full classification always works.
         self._job_bytes = uuid.UUID(job_id).bytes
@@ -160,6 +163,15 @@ class BatchLoader:
         #: False once a batch found the table changed (an added trigger, rule, foreign key or
         #: deferrable constraint): from then on the FK triggers check this job's batches.
         self._set_based = self._locker is not None
+
+    def _import_time(self) -> Any:
+        cur = self.conn.cursor()
+        try:
+            cur.execute(f"SELECT {merge_sql.import_time(self.job_id)}")
+            return cur.fetchone()[0]
+        finally:
+            cur.close()
+            self.conn.rollback()
 
     def close(self) -> None:
         """Release the reference locker's connections (a batch prepared but never applied
@@ -195,6 +207,9 @@ class BatchLoader:
             if col.kind is Kind.UUID:
                 raw = series.str.replace_all("-", "", literal=True).str.decode("hex")
                 columns[col.name] = raw.to_arrow().cast(pa.binary()).cast(pa.binary(16))
+            elif col.import_time_default and series.null_count():  # new rows only, here
+                filled = series.fill_null(pl.lit(self._imported_at, dtype=series.dtype))
+                columns[col.name] = filled.to_arrow()
             else:
                 columns[col.name] = series.to_arrow()
         n = frame.height

@@ -45,6 +45,29 @@ def _cast(col: Column, alias: str) -> str:
     return f"{alias}.{col.name}::uuid" if col.kind is Kind.UUID else f"{alias}.{col.name}"
 
 
+def import_time(job_id: str) -> str:
+    """The value of an absent import-time column (``Column.import_time_default``): the job's
+    ``started_at``, set once at its first claim, so every attempt of a batch writes the same."""
+    job = f"'{uuid.UUID(job_id)}'::uuid"
+    return f"(SELECT coalesce(started_at, created_at) FROM jobs WHERE id = {job})"
+
+
+def _written(resource: Resource, col: Column, alias: str, job_id: str, target: str | None) -> str:
+    """The value written for ``col``. An absent import-time column keeps the existing row's own
+    value (``target``: the id expression of a row that may exist) or gets the import time. The
+    table's column is NOT NULL, checked before ON CONFLICT, hence the lookup rather than
+    ``coalesce(EXCLUDED.x, t.x)``; COALESCE evaluates it only for rows lacking the value."""
+    value = _cast(col, alias)
+    if not col.import_time_default:
+        return value
+    kept = (
+        f"(SELECT t.{col.name} FROM {resource.table} t WHERE t.id = {target}), "
+        if target is not None
+        else ""
+    )
+    return f"coalesce({value}, {kept}{import_time(job_id)})"
+
+
 def _singular(resource: Resource) -> str:
     return resource.name.removesuffix("s")
 
@@ -236,7 +259,10 @@ def upsert(resource: Resource, job_id: str, mode: str) -> str:
     are still ``duplicate_in_file`` (its classification reads them)."""
     job = f"'{uuid.UUID(job_id)}'::uuid"
     names = [c.name for c in resource.columns]
-    values = ["c._target"] + [_cast(c, "c") for c in resource.columns if c.name != "id"]
+    target = "c._target" if mode == "upsert" else None
+    values = ["c._target"] + [
+        _written(resource, c, "c", job_id, target) for c in resource.columns if c.name != "id"
+    ]
     writer, conflict, taken = job, "", ""
     if mode == "upsert":
         writer = (
@@ -294,7 +320,8 @@ def fast_upsert(resource: Resource, job_id: str, mode: str, *, plain: bool = Fal
     table = resource.table
     names = [c.name for c in resource.columns]
     updates = mode == "upsert" and not plain
-    values = [_cast(c, "st") for c in resource.columns]
+    target = _cast(resource.column("id"), "st") if updates else None
+    values = [_written(resource, c, "st", job_id, target) for c in resource.columns]
     conflict = (
         " ON CONFLICT (id) DO UPDATE SET "
         + ", ".join(f"{n} = EXCLUDED.{n}" for n in [*names[1:], "last_import_job"])
