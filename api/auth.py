@@ -15,6 +15,7 @@ import anyio.to_thread
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from api.limits import check_body_size
 from api.problems import Problem
 from api.ratelimit import REQUESTS_PER_MINUTE, STATE_KEY
 from api.state import AppState
@@ -91,12 +92,14 @@ async def _rate_limit(connection: ASGIConnection[Any, Any, Any, Any], principal:
 async def authorize(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """Guard for every /v1 route: a valid token, the handler's scope, within rate limits."""
+    """Guard for every /v1 route: a valid token, the handler's scope, within rate limits and
+    the route's body size."""
     principal = await authenticate(connection)
     needed = handler.opt.get("scope")
     if needed and not principal.allows(needed):
         raise Problem(403, f"this token lacks the '{needed}' scope")
     await _rate_limit(connection, principal)
+    check_body_size(connection, handler)
     connection.state.principal = principal
 
 

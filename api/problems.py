@@ -78,14 +78,14 @@ _MEANINGS = {
     403: "The token lacks the scope this route needs.",
     404: "No such job for this token.",
     409: "The job is finished, or an Idempotency-Key request is still in progress.",
-    413: "The request body is too large: an upload past BULKIO_MAX_UPLOAD_BYTES, a JSON body "
-    "past 1 MiB.",
+    413: "The request body is too large for this route: an upload past "
+    "BULKIO_MAX_UPLOAD_BYTES, the JSON of POST /v1/exports past 1 MiB, any other past 64 KiB.",
     422: "The Idempotency-Key was used before with a different request.",
     429: "A per-token limit is reached (`limit`: requests_per_minute, running_jobs, "
     "concurrent_uploads or concurrent_streams); see Retry-After.",
 }
 #: Answered by the guard of every /v1 route except downloads.
-GUARDED = (400, 401, 403, 429)
+GUARDED = (400, 401, 403, 413, 429)
 
 
 def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
