@@ -59,6 +59,10 @@ class Column:
     #: the first try did) and an existing row keeps its own value (``engine.imports.merge_sql``).
     import_time_default: bool = False
 
+    def __post_init__(self) -> None:
+        if self.import_time_default and (self.kind is not Kind.TIMESTAMP or self.required):
+            raise ValueError(f"{self.name}: only an optional TIMESTAMP can default to import time")
+
     @property
     def pg_type(self) -> str:
         return PG_TYPES[self.kind]
