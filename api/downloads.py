@@ -9,15 +9,15 @@ kept in PostgreSQL), so any process verifies what another signed.
 from __future__ import annotations
 
 from litestar import Controller, get
-from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from api.exports import ClosingStream, media_type
+from api.exports import media_type
 from api.openapi import EXPORT_MEDIA, GZIP, files, operation
 from api.problems import Problem, problem_responses
 from api.state import AppState
+from api.streaming import ClosingStream, GuardedStream
 from engine import jobs
 from engine.exports.query import ExportRequestError, from_options
 from engine.storage import verify_signature
@@ -60,12 +60,13 @@ class DownloadController(Controller):
         except ExportRequestError as exc:
             raise Problem(404, f"export job {job_id} has no readable result: {exc}") from exc
         chunks = ClosingStream(app.storage.read(job.result_key))
-        return Stream(
+        return GuardedStream(
             chunks,
+            closing=chunks,
+            stall_seconds=app.settings.stream_stall_seconds,
             media_type=media_type(spec),
             headers={
                 "Content-Disposition": f'attachment; filename="{spec.file_name}"',
                 "Content-Length": str(job.result_bytes),
             },
-            background=BackgroundTask(chunks.close),
         )
