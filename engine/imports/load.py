@@ -4,7 +4,8 @@ Everything for a batch happens in ONE transaction on one ADBC connection:
 
 1. COPY the valid rows into a temp staging table and the reader/validator errors into another;
 2. classify staged rows in SQL (foreign keys, keys, conflicts) — ``engine.imports.merge_sql``;
-3. insert every error row, upsert the accepted rows (or, for validate_only, remember their keys);
+3. upsert the accepted rows (or, for validate_only, remember their keys), and insert the error
+   rows the job still has room for under ``BULKIO_MAX_ERROR_ROWS`` (all of them are counted);
 4. advance the job's checkpoint and counters, *only if this worker still holds the lease*.
 
 A clean batch first tries cheaper paths (binary COPY straight into the table, then plain INSERT
@@ -99,6 +100,8 @@ class BatchOutcome:
     inserted: int
     updated: int
     cancel_requested: bool
+    #: The job's failed records so far, this batch's included (what max_errors bounds).
+    failed_total: int = 0
 
 
 class BatchLoader:
@@ -115,9 +118,11 @@ class BatchLoader:
         *,
         reference_checks: str = "auto",
         connect: Callable[[], Any] | None = None,
+        max_error_rows: int | None = None,
     ) -> None:
         """``connect`` opens the extra ADBC connections of set-based reference checks (none:
-        the FK triggers check references)."""
+        the FK triggers check references); ``max_error_rows`` caps the error rows stored for the
+        job (``BULKIO_MAX_ERROR_ROWS``; None: all are stored)."""
         if reference_checks not in MODES:
             raise ValueError(f"reference_checks must be one of {', '.join(MODES)}")
         self.conn = conn
@@ -127,8 +132,12 @@ class BatchLoader:
         self.worker = worker
         self.lease_seconds = lease_seconds
         self._classify = merge_sql.classify(resource, job_id, mode)
-        self._errors_sql = merge_sql.errors_from_classified(resource, job_id)
-        self._stage_errors_sql = merge_sql.copy_stage_errors(job_id)
+        self._store_staged_errors = merge_sql.store_errors(job_id, max_error_rows)
+        self._store_all_errors = merge_sql.store_errors(job_id, max_error_rows, resource)
+        self._max_error_rows = max_error_rows
+        #: Error rows the job may still store, as of its last commit (None: not known yet, or no
+        #: cap). At 0, a batch's error rows are only counted: not even sent to the server.
+        self._error_room: int | None = None
         self._upsert = merge_sql.upsert(resource, job_id, mode)
         self._remember = merge_sql.remember_keys(resource, job_id)
         self._rejected = merge_sql.rejected_count(resource)
@@ -362,15 +371,15 @@ class BatchLoader:
                     mode="append",
                     temporary=True,
                 )
-            if batch.errors.height:
+            if batch.errors.height and self._error_room != 0:
                 cur.adbc_ingest(
                     merge_sql.STAGE_ERRORS,
                     batch.errors.cast(ERROR_SCHEMA).to_arrow(),  # type: ignore[arg-type]
                     mode="append",
                     temporary=True,
                 )
-                cur.execute(self._stage_errors_sql)
             inserted = updated = rejected = sql_errors = 0
+            classified = False
             if fast == DIRECT_COPY:
                 inserted = stage_rows.height
             elif fast:
@@ -380,7 +389,7 @@ class BatchLoader:
                     raise _FastPathMiss
             elif stage_rows.height:
                 cur.execute(self._classify)
-                cur.execute(self._errors_sql)
+                classified = True
                 cur.execute(self._rejected)
                 rejected, sql_errors = (int(v) for v in cur.fetchone())
                 if self.mode == "validate_only":
@@ -400,6 +409,10 @@ class BatchLoader:
                     raise _FastPathMiss
             failed = int(batch.errors.get_column("row").n_unique()) + rejected
             errors = batch.errors.height + sql_errors
+            stored = 0
+            if errors and self._error_room != 0:
+                cur.execute(self._store_all_errors if classified else self._store_staged_errors)
+                stored = int(cur.fetchone()[0])
             pos = batch.after
             cur.execute(
                 jobs.CHECKPOINT,
@@ -419,6 +432,7 @@ class BatchLoader:
                     self.job_id,
                     self.worker,
                     batch.index,
+                    stored,
                 ),
             )
             row = cur.fetchone()
@@ -427,8 +441,17 @@ class BatchLoader:
                     f"job {self.job_id}: lease lost before committing batch {batch.index}"
                 )
             conn.commit()
+            if self._max_error_rows is not None:
+                self._error_room = max(self._max_error_rows - int(row[2]), 0)
             return BatchOutcome(
-                batch.rows, batch.rows - failed, failed, errors, inserted, updated, bool(row[0])
+                batch.rows,
+                batch.rows - failed,
+                failed,
+                errors,
+                inserted,
+                updated,
+                bool(row[0]),
+                failed_total=int(row[1]),
             )
         finally:
             cur.close()

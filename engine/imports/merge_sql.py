@@ -214,8 +214,9 @@ def _value_of(resource: Resource, field_expr: str) -> str:
     return f"CASE {field_expr} {whens} END"
 
 
-def errors_from_classified(resource: Resource, job_id: str) -> str:
-    job = f"'{uuid.UUID(job_id)}'::uuid"
+def classified_errors(resource: Resource) -> str:
+    """The error rows (row, line, field, code, message, value) of the rows ``classify``
+    rejected."""
     parts = []
     for fk in resource.foreign_keys:
         target = fk.references.removesuffix("s") if fk.references else "row"
@@ -232,18 +233,34 @@ def errors_from_classified(resource: Resource, job_id: str) -> str:
         f"FROM {CLASSIFIED} c JOIN (VALUES {values}) AS v(verdict, field, code, message) "
         "ON v.verdict = c._verdict"
     )
-    return (
-        "INSERT INTO job_errors (job_id, row_no, line_no, field, code, message, value) "
-        f"SELECT {job}, e.* FROM ({' UNION ALL '.join(parts)}) AS e"
-    )
+    return " UNION ALL ".join(parts)
 
 
-def copy_stage_errors(job_id: str) -> str:
+def store_errors(job_id: str, max_rows: int | None, resource: Resource | None = None) -> str:
+    """Insert the batch's error rows (the staged reader/validator errors, plus those of the
+    classified rows when ``resource`` is given) into ``job_errors``: only as many as the job has
+    room for under ``max_rows`` (None: all), the first ones in report order, so the stored rows
+    are always a prefix of the full report. The room is read from the job's ``stored_errors``,
+    which the same transaction's checkpoint advances by the count this returns: exact across
+    batches, retries and resumed jobs."""
     job = f"'{uuid.UUID(job_id)}'::uuid"
-    return (
-        "INSERT INTO job_errors (job_id, row_no, line_no, field, code, message, value) "
-        f"SELECT {job}, row, line, field, code, message, value FROM {STAGE_ERRORS}"
+    sources = f"SELECT row, line, field, code, message, value FROM {STAGE_ERRORS}"
+    if resource is not None:
+        sources += f" UNION ALL {classified_errors(resource)}"
+    limit = (
+        ""
+        if max_rows is None
+        else f" LIMIT (SELECT greatest({int(max_rows)} - stored_errors, 0) FROM jobs "
+        f"WHERE id = {job})"
     )
+    return f"""
+WITH stored AS (
+    INSERT INTO job_errors (job_id, row_no, line_no, field, code, message, value)
+    SELECT {job}, e.* FROM ({sources}) AS e (row, line, field, code, message, value)
+    ORDER BY e.row, e.field NULLS FIRST, e.code{limit}
+    RETURNING 1
+)
+SELECT count(*) FROM stored"""
 
 
 def upsert(resource: Resource, job_id: str, mode: str) -> str:
