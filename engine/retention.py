@@ -1,9 +1,11 @@
 """Retention: finished jobs older than the retention period are deleted with all they own.
 
 A job owns its uploaded file (``imports/<id>/…``), its export result (``exports/<id>/…``, named by
-``result_key``), its error rows (``job_errors``), its idempotency key and, for validate_only
-imports, its ``job_keys``. Only finished jobs (completed, failed, cancelled) are deleted, counted
-from ``finished_at``; queued and running jobs are never touched, however old.
+``result_key``), its error rows (``job_errors``), its idempotency key and its ``job_keys``. Only
+finished jobs (completed, failed, cancelled) are deleted, counted from ``finished_at``; queued and
+running jobs are never touched, however old. ``job_keys`` (a validate_only job's accepted keys,
+keys other jobs took over from an import) are read only while their job runs: every run deletes
+those of all finished jobs, whatever their age.
 
 Objects go first, then rows, without a transaction held open in between (deleting objects can
 take long on S3): a run that dies half way leaves rows whose objects may be gone, and the next run
@@ -117,6 +119,8 @@ def cleanup(
                 "DELETE FROM jobs WHERE id = ANY(%s::uuid[]) AND status = ANY(%s)",
                 (ids, list(TERMINAL)),
             ).rowcount
+    for (job_id,) in conn.execute(_FINISHED_WITH_KEYS).fetchall():
+        _delete_in_chunks(conn, "job_keys", "key", "", job_id, rows_per_chunk)
     orphans = _sweep_orphans(conn, storage, min(cutoff, datetime.now(UTC) - ORPHAN_MIN_AGE))
     keys_deleted = conn.execute(
         "DELETE FROM idempotency_keys WHERE job_id IS NULL AND created_at < %s", (cutoff,)
@@ -127,6 +131,20 @@ def cleanup(
         extra={"older_than_days": older_than / timedelta(days=1), **_fields(report)},
     )
     return report
+
+
+#: Jobs that have job_keys but will never read them again (finished, or gone): a loose index scan
+#: of job_keys' primary key, one probe per distinct job.
+_FINISHED_WITH_KEYS = """
+WITH RECURSIVE ids AS (
+    (SELECT job_id FROM job_keys ORDER BY job_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT k.job_id FROM job_keys k WHERE k.job_id > ids.job_id ORDER BY k.job_id LIMIT 1)
+    FROM ids WHERE ids.job_id IS NOT NULL
+)
+SELECT ids.job_id::text FROM ids WHERE ids.job_id IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM jobs j WHERE j.id = ids.job_id AND j.status IN ('queued', 'running'))
+"""
 
 
 def _delete_in_chunks(

@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import psycopg
 import pytest
 from faults import FaultyConnection, faulty
+from obstore.store import LocalStore
 
 from engine.db import connect_bulk, migrate
 from engine.formats.reader import read_batches
 from engine.imports.load import BatchInput, BatchLoader
 from engine.imports.validate import validate
 from engine.resources import catalog
+from engine.retention import cleanup
+from engine.storage import Storage
 
 pytestmark = pytest.mark.integration
 
@@ -222,3 +227,21 @@ def test_a_row_rewritten_between_classification_and_upsert_is_classified_again(
     assert row(pg, "x") == ("x@example.com", "B", b.id)
     keys = pg.execute("SELECT key FROM job_keys WHERE job_id = %s ORDER BY key", (c.id,)).fetchall()
     assert keys == [(f"id:{uid('x')}",), ("nk:x@example.com",)]
+
+
+def test_cleanup_deletes_the_job_keys_of_finished_jobs_at_once(
+    pg: psycopg.Connection[Any], bulk: Any, tmp_path: Path
+) -> None:
+    """Taken-over keys (and validate_only's) matter only while their job runs: the next cleanup
+    removes a finished job's, however recent, and keeps a running job's."""
+    a = Job(pg, bulk, [[user("x", "x@example.com", "A")]])
+    r = Job(pg, bulk, [[user("y", "y@example.com", "R")]])
+    assert a.next() == (1, 0, 0) and r.next() == (1, 0, 0)
+    b = Job(pg, bulk, [[user("x", "x@example.com", "B"), user("y", "y@example.com", "B")]])
+    assert b.next() == (0, 2, 0)
+    pg.execute("UPDATE jobs SET status = 'completed', finished_at = now() WHERE id = %s", (a.id,))
+    pg.execute("INSERT INTO job_keys VALUES (%s, 'id:gone')", (str(uuid.uuid4()),))
+    cleanup(pg, Storage(LocalStore(str(tmp_path)), "local"), timedelta(days=7))
+    keys = pg.execute("SELECT DISTINCT job_id::text FROM job_keys").fetchall()
+    assert keys == [(r.id,)]
+    assert pg.execute("SELECT count(*) FROM jobs WHERE id = %s", (a.id,)).fetchone() == (1,)
