@@ -27,6 +27,7 @@ from api.openapi import describe_exports
 from api.problems import HANDLERS
 from api.ratelimit import RateLimiter, add_rate_headers
 from api.state import AppState
+from api.webhooks import WebhookController
 from engine import __version__, db
 from engine.logs import setup_logging
 from engine.metrics import init as metrics_init
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         JobEventsController,
         ExportController,
         DownloadController,
+        WebhookController,
     ]
     app = Litestar(
         route_handlers=routes,

@@ -101,3 +101,71 @@ class EventPage(msgspec.Struct):
 
     events: list[EventView]
     next_after: int
+
+
+class WebhookCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A webhook endpoint to register: where to POST, and which job ends to tell."""
+
+    url: str
+    event_types: list[str]
+    description: str = ""
+
+
+class WebhookView(msgspec.Struct):
+    id: str
+    owner: str
+    url: str
+    event_types: list[str]
+    description: str
+    #: False once the receiver answered 410 Gone (``disabled_reason`` says when and why).
+    enabled: bool
+    disabled_reason: str | None
+    created: str
+    updated: str
+    #: After a rotation: until when the previous secret still signs beside the new one.
+    previous_secret_expires: str | None
+    deliveries_url: str
+
+
+class WebhookWithSecret(WebhookView):
+    """The endpoint with its signing secret: shown once, when created or rotated."""
+
+    secret: str
+
+
+class WebhookList(msgspec.Struct):
+    webhooks: list[WebhookView]
+
+
+class AttemptView(msgspec.Struct):
+    attempt: int
+    at: str
+    duration_ms: int | None
+    #: The receiver's HTTP status; null when there was no answer (see ``error``).
+    status_code: int | None
+    error: str | None
+
+
+class DeliveryView(msgspec.Struct):
+    #: The message's ``webhook-id``, the same on every attempt.
+    id: str
+    event_type: str
+    job_id: str
+    state: Literal["pending", "delivered", "failed"]
+    attempt_count: int
+    next_attempt: str | None
+    last_status: int | None
+    last_error: str | None
+    event_time: str
+    created: str
+    finished: str | None
+    #: The newest attempts, oldest first.
+    attempts: list[AttemptView]
+
+
+class DeliveryList(msgspec.Struct):
+    """A page of deliveries, newest first; ``next`` is the next page."""
+
+    deliveries: list[DeliveryView]
+    next_cursor: str | None
+    next: str | None

@@ -13,7 +13,16 @@ from typing import Any
 import psycopg
 
 #: Every scope a token can hold. ``admin`` sees and does everything, including other owners' jobs.
-SCOPES = ("imports:write", "imports:read", "exports:read", "exports:write", "admin")
+#: ``webhooks:read`` / ``webhooks:write``: see / manage the owner's webhook endpoints.
+SCOPES = (
+    "imports:write",
+    "imports:read",
+    "exports:read",
+    "exports:write",
+    "webhooks:read",
+    "webhooks:write",
+    "admin",
+)
 #: Prefix that makes bulkio tokens recognisable in logs and secret scanners.
 TOKEN_PREFIX = "bk_"
 

@@ -174,6 +174,27 @@ class Text:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Seconds:
+    """A comma-separated list of 1 to ``max_items`` whole numbers of seconds, each at most
+    ``max_value``."""
+
+    max_items: int = 20
+    max_value: int = 7 * 86_400
+
+    def allowed(self) -> str:
+        return (
+            f"a comma-separated list of 1 to {self.max_items} whole numbers of seconds "
+            f"from 0 to {self.max_value}"
+        )
+
+    def problem(self, value: Any) -> str | None:
+        ok = 0 < len(value) <= self.max_items and all(
+            v.isascii() and v.isdigit() and int(v) <= self.max_value for v in value
+        )
+        return None if ok else f"must be {self.allowed()}"
+
+
 #: Marks a field whose value must never be echoed in a message (credentials).
 SECRET = "secret"
 
@@ -265,6 +286,21 @@ class Settings:
     #: Neutralise spreadsheet formulas in CSV exports and error reports (a cell whose first
     #: non-blank character is ``=``, ``+``, ``-``, ``@``, or that starts with tab or CR).
     csv_formula_guard: bool = True
+    #: Webhook URLs may be ``http`` and resolve to loopback, private or shared (CGNAT) addresses:
+    #: development and tests only. Link-local, multicast and reserved addresses stay refused.
+    webhook_allow_private: bool = False
+    #: Seconds a webhook receiver has to answer one attempt (connect, send, answer), in all.
+    webhook_timeout_seconds: Annotated[int, Range(1, 120)] = 15
+    #: Seconds to wait before each attempt of a webhook delivery, the first one included: the
+    #: Standard Webhooks schedule (now, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h),
+    #: each wait with +-10 % jitter. Its length is the number of attempts.
+    webhook_retry_schedule: Annotated[tuple[str, ...], Seconds(max_items=30)] = (
+        "0", "5", "300", "1800", "7200", "18000", "36000", "50400", "72000", "86400",
+    )  # fmt: skip
+    #: After a secret rotation, the previous secret keeps signing (beside the new one) this long.
+    webhook_rotation_seconds: Annotated[int, Range(0, 30 * 86_400)] = 86_400
+    #: Webhook deliveries one worker process sends at once.
+    webhook_concurrency: Annotated[int, Range(1, 64)] = 4
 
     def __post_init__(self) -> None:
         problems = [p for f in fields(self) if (p := _check(f.name, getattr(self, f.name)))]

@@ -1,4 +1,5 @@
-"""The Dramatiq consumer: the one actor (``run_job``), the reconciler and the process loop.
+"""The Dramatiq consumer: the one actor (``run_job``), the reconciler and the process loop
+(which also runs the webhook delivery loop, engine/webhook_delivery.py).
 
 With :mod:`engine.queue` (the broker and the doorbell), the only module that imports Dramatiq.
 Redis only rings the doorbell ("work on job X"); the job itself lives in PostgreSQL, so a lost or
@@ -30,6 +31,7 @@ from engine.queue import ACTOR_NAME, Doorbell, create_broker
 from engine.resources import catalog
 from engine.settings import Settings
 from engine.storage import open_storage
+from engine.webhook_delivery import DeliveryLoop
 
 log = logging.getLogger("bulkio.worker")
 
@@ -181,6 +183,12 @@ def run_worker(settings: Settings) -> None:
         target=retention.cleanup_forever,
         args=(settings, runtime.storage, stop),
         name="retention",
+        daemon=True,
+    ).start()
+    threading.Thread(
+        target=DeliveryLoop(settings, runtime.worker_id).run,
+        args=(stop,),
+        name="webhooks",
         daemon=True,
     ).start()
     log.info("worker ready", extra={"worker": runtime.worker_id, "queue": settings.queue_name})
