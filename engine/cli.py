@@ -1,20 +1,69 @@
-"""``bulkio`` command line: migrate, worker, token, cleanup.
+"""``bulkio`` command line: the client commands (import, export, jobs, login: engine/client/,
+over HTTP) and the admin commands of an installation (migrate, worker, token, cleanup: here, on
+its database and settings).
 
-Exit codes: 0 done, 1 a failed action (e.g. no such token), 2 a usage or configuration error
-(a wrong ``BULKIO_*`` value: the message names the variable and what it allows).
+Exit codes of the admin commands: 0 done, 1 a failed action (e.g. no such token), 2 a usage or
+configuration error (a wrong ``BULKIO_*`` value: the message names the variable and what it
+allows). The client's are in ``bulkio --help``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from engine import db
 from engine.logs import setup_logging
 from engine.settings import Settings, SettingsError, load_settings, warn_unknown
 
+if TYPE_CHECKING:
+    import click
 
-def main(argv: list[str] | None = None) -> int:
+#: The admin commands and their one-line help (also listed by the client's ``--help``).
+ADMIN_COMMANDS = {
+    "migrate": "Admin: apply pending database migrations.",
+    "worker": "Admin: run one worker process (run one per CPU core).",
+    "token": "Admin: create, list or revoke API tokens.",
+    "cleanup": "Admin: delete finished jobs past retention, with their files and reports.",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``bulkio`` console script: an admin command here, anything else the client's."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ADMIN_COMMANDS:
+        return admin(args)
+    # The client never loads the database driver or the pipelines (engine/client/).
+    from engine.client import main as client_main
+
+    return client_main(args, extra_commands=_admin_entries())
+
+
+def _admin_entries() -> list[click.Command]:
+    """The admin commands as entries of the client's command list, handing over to admin()."""
+    import click
+
+    def entry(name: str, help_text: str) -> click.Command:
+        def run() -> int:
+            return admin([name, *click.get_current_context().args])
+
+        return click.Command(
+            name,
+            callback=run,
+            help=help_text,
+            short_help=help_text,
+            add_help_option=False,
+            context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        )
+
+    return [entry(name, text) for name, text in ADMIN_COMMANDS.items()]
+
+
+def admin(argv: list[str]) -> int:
+    """migrate, worker, token, cleanup."""
+    from engine import db
+
     parser = argparse.ArgumentParser(prog="bulkio", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply pending database migrations")
@@ -71,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 def _cleanup(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import timedelta
 
+    from engine import db
     from engine.retention import cleanup
     from engine.storage import open_storage
 
@@ -92,7 +142,7 @@ def _cleanup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _token(args: argparse.Namespace, url: str) -> int:
-    from engine import auth
+    from engine import auth, db
 
     with db.connect(url) as conn:
         if args.action == "create":
