@@ -18,18 +18,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.response import Stream
 
 from api.auth import authorize, principal_of, require_kind_scope
 from api.event_hub import EventHub
+from api.job_query import only_known
 from api.openapi import event_stream_operation
 from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import EventPage, EventView
@@ -196,14 +197,16 @@ class JobEventsController(Controller):
                 "default": PAGE_DEFAULT,
             },
         ),
-        last_event_id: str | None = Parameter(
-            header="Last-Event-ID",
-            default=None,
-            required=False,
-            description="Server-Sent Events: resume after this sequence number (wins over "
-            "`after`; EventSource sends it when it reconnects).",
-            schema_extra={"one_of": None, "type": "string", "pattern": r"^[0-9]+$"},
-        ),
+        last_event_id: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Last-Event-ID",
+                required=False,
+                description="Server-Sent Events: resume after this sequence number (wins over "
+                "`after`; EventSource sends it when it reconnects).",
+                schema_extra={"one_of": None, "type": "string", "pattern": r"^[0-9]+$"},
+            ),
+        ] = None,
         expires: str = Parameter(
             default="", description="Signed events_url: Unix time the URL expires at"
         ),
@@ -212,6 +215,7 @@ class JobEventsController(Controller):
         ),
     ) -> Response[EventPage]:
         app: AppState = state.app
+        only_known(request.query_params, ("after", "limit", "expires", "signature"))
         start = _sequence("after", after)
         size = _number("limit", limit, PAGE_DEFAULT, 1, PAGE_MAX)
         job = _job(app, request, job_id)

@@ -61,6 +61,16 @@ def timestamp(name: str, raw: str) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+def only_known(query: Mapping[str, object], known: tuple[str, ...]) -> None:
+    """400 for a parameter the route does not know: a misspelt filter must not list everything."""
+    unknown = sorted(set(query) - set(known))
+    if unknown:
+        raise Problem(
+            400,
+            f"unknown query parameter {unknown[0]!r}; this route takes {', '.join(known)}",
+        )
+
+
 def limit(raw: str | None) -> int:
     if raw is None or raw.strip() == "":
         return LIMIT_DEFAULT

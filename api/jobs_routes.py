@@ -104,6 +104,7 @@ class JobController(Controller):
         ),
     ) -> Response[JobList]:
         app: AppState = state.app
+        job_query.only_known(request.query_params, (*LIST_PARAMS, "cursor", "limit"))
         query = {name: request.query_params.get(name) for name in LIST_PARAMS}
         flt = job_query.job_filter(principal_of(request), tuple(app.catalog), query)
         size = job_query.limit(limit)

@@ -293,3 +293,90 @@ def test_retention_deletes_events_with_their_job(
     assert report.jobs >= 1
     left = db.execute("SELECT count(*) FROM job_events WHERE job_id = %s", (job_id,)).fetchone()
     assert left[0] == 0
+
+
+def test_an_export_logs_its_progress_and_its_result(
+    service: Bulkio, finished: tuple[dict[str, Any], Any]
+) -> None:
+    res = service.client.post("/v1/exports", json={"resource": "users", "format": "csv"})
+    assert res.status_code == 202, res.text
+    assert res.json()["events_url"]
+    job = service.wait(res.json()["job_id"])
+    got = _all_events(service.client, job["job_id"])
+    types = [e["type"] for e in got]
+    assert types[:2] == ["queued", "started"] and types[-1] == "completed"
+    assert set(types[2:-1]) == {"progress"}
+    last, end = got[-2]["data"], got[-1]["data"]
+    assert {k: last[k] for k in COUNTERS} == {k: end[k] for k in COUNTERS}
+    assert end["processed"] == finished[1].successful == job["processed"]
+    assert end["result_bytes"] == job["result_bytes"] == end["bytes_read"]
+
+
+def test_a_file_that_cannot_be_read_ends_with_failed_and_its_error(service: Bulkio) -> None:
+    res = service.upload(None, "users", data=b"email,name\nx@y.z,X\n", filename="u.csv")
+    job = service.wait(res.json()["job_id"])
+    got = _all_events(service.client, job["job_id"])
+    assert [e["type"] for e in got] == ["queued", "started", "failed"]
+    assert got[-1]["data"]["error"] == job["error"]
+    assert "lacks required column(s)" in job["error"]
+
+
+def test_cancelling_a_queued_job_ends_its_log_and_its_stream(
+    service: Bulkio, db: psycopg.Connection[Any]
+) -> None:
+    job_id = str(uuid.uuid4())
+    # queued, and touched in the future so that no reconciler enqueues it meanwhile
+    db.execute(
+        "INSERT INTO jobs (id, kind, resource, format, owner, updated_at) "
+        "VALUES (%s, 'import', 'users', 'csv', 'tester', now() + interval '1 hour')",
+        (job_id,),
+    )
+    res = service.client.post(f"/v1/jobs/{job_id}/cancel")
+    assert res.status_code == 202 and res.json()["events_url"]
+    with open_stream(service.client, f"/v1/jobs/{job_id}/events") as stream:
+        assert [m.event for m in events(stream)] == ["queued", "cancelled"]
+
+
+def test_the_migration_tells_what_it_can_of_jobs_that_existed_before_it(
+    fresh_database: str,
+) -> None:
+    """Jobs created before migration 0010 get `queued`, `started` when they had started, and
+    their end; event_seq continues after them."""
+    from engine.db import migrations
+
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        for version, sql in migrations():
+            if version < "0010":
+                conn.execute(sql.encode())
+        ids = [str(uuid.uuid4()) for _ in range(3)]
+        conn.execute(
+            """INSERT INTO jobs (id, kind, resource, format, owner, status, processed,
+                                 successful, failed, started_at, finished_at)
+               VALUES (%s, 'import', 'users', 'csv', 'a', 'queued', 0, 0, 0, NULL, NULL),
+                      (%s, 'import', 'users', 'csv', 'a', 'running', 5, 5, 0, now(), NULL),
+                      (%s, 'export', 'users', 'csv', 'a', 'failed', 7, 7, 0, now(), now())""",
+            ids,
+        )
+        conn.execute("UPDATE jobs SET error = 'boom' WHERE id = %s", (ids[2],))
+        conn.execute(next(sql for version, sql in migrations() if version.startswith("0010")))
+        logs = [
+            conn.execute(
+                "SELECT seq, type FROM job_events WHERE job_id = %s ORDER BY seq", (i,)
+            ).fetchall()
+            for i in ids
+        ]
+        assert logs == [
+            [(1, "queued")],
+            [(1, "queued"), (2, "started")],
+            [(1, "queued"), (2, "started"), (3, "failed")],
+        ]
+        end = conn.execute(
+            "SELECT data FROM job_events WHERE job_id = %s AND seq = 3", (ids[2],)
+        ).fetchone()
+        assert end is not None and end[0]["error"] == "boom" and end[0]["processed"] == 7
+        conn.execute("UPDATE jobs SET processed = 6, bytes_read = 1 WHERE id = %s", (ids[1],))
+        after = conn.execute(
+            "SELECT seq, type FROM job_events WHERE job_id = %s ORDER BY seq DESC LIMIT 1",
+            (ids[1],),
+        ).fetchone()
+        assert after == (3, "progress")

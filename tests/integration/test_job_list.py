@@ -190,6 +190,7 @@ def test_items_are_job_views_without_inline_errors(listed: Bulkio) -> None:
         ({"created_before": "2024-13-01"}, "created_before"),
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"cursor": "A" * 31 + "="}, "cursor"),
+        ({"stauts": "failed"}, "unknown query parameter 'stauts'"),
     ],
 )
 def test_bad_parameters_are_400_naming_them(
