@@ -294,6 +294,28 @@ def save_progress(
     return bool(row[0])
 
 
+def heartbeat(conn: psycopg.Connection[Any], job_id: str, worker: str, lease_seconds: int) -> bool:
+    """Imports: extend the lease while the reader works without committing a batch (a long run
+    of input without records). Returns cancel_requested; raises LeaseLost. Never waits on the
+    job's row: while a batch transaction holds it, that batch extends the lease itself."""
+    row = conn.execute(
+        """WITH mine AS (SELECT id FROM jobs WHERE id = %s AND lease_owner = %s
+                           AND status = 'running' FOR NO KEY UPDATE SKIP LOCKED)
+           UPDATE jobs SET lease_expires = now() + make_interval(secs => %s)
+           FROM mine WHERE jobs.id = mine.id RETURNING jobs.cancel_requested""",
+        (job_id, worker, lease_seconds),
+    ).fetchone()
+    if row is None:  # locked by a committing batch, or no longer ours
+        row = conn.execute(
+            "SELECT cancel_requested FROM jobs "
+            "WHERE id = %s AND lease_owner = %s AND status = 'running'",
+            (job_id, worker),
+        ).fetchone()
+    if row is None:
+        raise LeaseLost(f"job {job_id} is no longer leased by {worker}")
+    return bool(row[0])
+
+
 #: Imports: one batch's checkpoint, counters and lease extension, executed (ADBC, ``$n``
 #: parameters) in the batch's own transaction, only while this worker holds the lease and the
 #: job expects this batch. Parameters: next batch, next offset, next row, lines before, processed,

@@ -3,8 +3,9 @@
 Readers never see compressed data or a BOM. Decompression is bounded per call
 (``_STEP`` bytes of output) so a gzip bomb cannot blow up memory before the cap trips, and its
 cost is linear in the input whatever the members' sizes (see :func:`_gunzip`). ``tick`` is called
-for every stored chunk read and every ``TICK_STEPS`` decompression calls, so a caller can check
-its lease, a cancel or a shutdown while the reader produces nothing (a long run of empty members).
+for every stored chunk read, every ``TICK_STEPS`` decompression calls and every ``TICK_BYTES`` of
+output, so a caller can check its lease, a cancel or a shutdown while the reader produces nothing
+it can commit (a long run of empty members, or of whitespace).
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ _STEP = 4 * 1024 * 1024
 #: around them, the copies add up to a few times the input.
 _MIN_WINDOW = 64
 _MAX_WINDOW = 1024 * 1024
-#: Decompress calls between two ``tick()`` calls (an empty member is one call).
+#: ``tick()`` is called at least every ``TICK_STEPS`` decompress calls (an empty member is one)
+#: and every ``TICK_BYTES`` of output.
 TICK_STEPS = 256
+TICK_BYTES = 4 * 1024 * 1024
+_BYTES_PER_STEP = TICK_BYTES // TICK_STEPS
 #: Small outputs (tiny members) are gathered up to this size before they are handed on: every
 #: chunk costs the framer a few numpy calls, whatever its size.
 _MIN_YIELD = 256 * 1024
@@ -46,7 +50,7 @@ def _gunzip(chunks: Iterator[bytes], first: bytes, max_bytes: int, tick: Tick) -
     fed = False  # has the current gzip member received any input?
     member = 0  # compressed bytes of the current member so far
     window = _MIN_WINDOW
-    steps = 0
+    work = 0  # since the last tick: one per call, one per _BYTES_PER_STEP of output
     data = memoryview(first)
     pos = 0
     gathered = bytearray()
@@ -56,9 +60,10 @@ def _gunzip(chunks: Iterator[bytes], first: bytes, max_bytes: int, tick: Tick) -
             piece = data[pos : pos + window]
             out = inflater.decompress(piece, _STEP)
             fed = fed or len(piece) > 0
-            steps += 1
-            if steps % TICK_STEPS == 0:
+            work += 1 + len(out) // _BYTES_PER_STEP
+            if work >= TICK_STEPS:
                 tick()
+                work = 0
             if inflater.eof:
                 used = len(piece) - len(inflater.unused_data)
                 window = min(max(2 * (member + used), _MIN_WINDOW), _MAX_WINDOW)

@@ -1,16 +1,23 @@
-"""Run one import job: stored file → Arrow batches → validate → load, from its checkpoint on."""
+"""Run one import job: stored file → Arrow batches → validate → load, from its checkpoint on.
+
+The reading thread (``engine.prefetch``) calls :class:`_Watch` while it reads, also while no
+batch comes out (a long run of empty gzip members or of whitespace, skipping to a checkpoint):
+it extends the lease, and stops the attempt on a cancel or a shutdown, instead of waiting for a
+batch boundary that may be minutes away.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Generator
+from typing import Any
 
 import polars as pl
 
 from engine import jobs, metrics
 from engine.context import JobContext, RunResult
-from engine.db import connect_bulk, idle_in_transaction_ms
+from engine.db import connect, connect_bulk, idle_in_transaction_ms
 from engine.error_rows import ERROR_SCHEMA
 from engine.errors import FileError, LeaseLost
 from engine.formats.reader import Batch, Header, Position, read_batches
@@ -19,6 +26,10 @@ from engine.imports.validate import Validated, validate
 from engine.prefetch import prefetch
 
 log = logging.getLogger("bulkio.import")
+
+#: While no batch commits, the reading thread extends the lease (and looks for a cancel) at most
+#: this often; a shutdown is noticed at once.
+HEARTBEAT_SECONDS = 1.0
 
 
 def run_import(ctx: JobContext, job_id: str) -> RunResult:
@@ -51,6 +62,7 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
     began = time.monotonic()
     headers: list[Header] = []
     log.info("import started", extra={**tags, "format": job.format, "resume_batch": start.batch})
+    watch = _Watch(ctx, job.id)
     try:
         batches = read_batches(
             ctx.storage.read(job.object_key),
@@ -63,6 +75,7 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
             max_decompressed_bytes=s.max_decompressed_bytes,
             start=start,
             header_out=headers,
+            on_progress=watch,
         )
         # The reading thread reads, validates and prepares batch N+1 (its reference locks
         # included) while this one commits batch N.
@@ -82,6 +95,7 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
                 ),
                 prepared,
             )
+            watch.extended()
             seconds = time.monotonic() - t0
             metrics.batch_committed(resource.name, outcome.successful, outcome.failed, seconds)
             log.info(
@@ -97,17 +111,14 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
                 },
             )
             if outcome.cancel_requested:
-                jobs.finish(ctx.conn, job.id, ctx.worker, "cancelled")
-                metrics.job_finished("import", "cancelled")
-                log.info("import cancelled", extra=tags)
-                return RunResult.CANCELLED
+                return _stop(ctx, job.id, RunResult.CANCELLED, tags)
             stop = jobs.over_max_errors(outcome.failed_total, job.max_errors)
             if stop is not None:
                 return _stop_at_max_errors(ctx, job.id, stop, tags)
             if ctx.stopping.is_set():
-                jobs.release(ctx.conn, job.id, ctx.worker)
-                log.info("import handed back at shutdown", extra=tags)
-                return RunResult.RELEASED
+                return _stop(ctx, job.id, RunResult.RELEASED, tags)
+    except _Stopped as stopped:  # raised by the reading thread, between batches
+        return _stop(ctx, job.id, stopped.result, tags)
     except FileError as exc:
         jobs.fail(ctx.conn, job.id, ctx.worker, str(exc))
         metrics.job_finished("import", "failed")
@@ -122,6 +133,7 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
         loader.close()
         if checked_batches is not None:
             checked_batches.close()
+        watch.close()
     jobs.finish(ctx.conn, job.id, ctx.worker, "completed")
     metrics.job_finished("import", "completed")
     final = jobs.get(ctx.conn, job.id)
@@ -148,3 +160,62 @@ def _stop_at_max_errors(ctx: JobContext, job_id: str, why: str, tags: dict[str, 
     metrics.job_finished("import", "failed")
     log.warning("import stopped: too many failed records", extra={**tags, "error": why})
     return RunResult.FAILED
+
+
+def _stop(ctx: JobContext, job_id: str, result: RunResult, tags: dict[str, str]) -> RunResult:
+    """End the attempt early: cancelled (committed batches stay) or handed back at shutdown."""
+    if result is RunResult.CANCELLED:
+        jobs.finish(ctx.conn, job_id, ctx.worker, "cancelled")
+        metrics.job_finished("import", "cancelled")
+        log.info("import cancelled", extra=tags)
+    else:
+        jobs.release(ctx.conn, job_id, ctx.worker)
+        log.info("import handed back at shutdown", extra=tags)
+    return result
+
+
+class _Stopped(Exception):
+    """Raised in the reading thread to end the attempt (``result``) while no batch comes out."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(result.value)
+        self.result = result
+
+
+class _Watch:
+    """The reader's progress hook, called in the reading thread every chunk read and every few
+    decompression steps (``read_batches(on_progress=...)``).
+
+    A shutdown raises :class:`_Stopped` at once. When no batch has committed (which extends the
+    lease) for ``HEARTBEAT_SECONDS``, it extends the lease itself (:func:`engine.jobs.heartbeat`,
+    which raises LeaseLost) and stops on a cancel. Its statements go through a connection of its
+    own, opened on first use: the job-state connection belongs to the main thread."""
+
+    def __init__(self, ctx: JobContext, job_id: str) -> None:
+        self._ctx = ctx
+        self._job_id = job_id
+        self._conn: Any = None
+        self.extended()
+
+    def extended(self) -> None:
+        """The lease was extended just now (claimed, or a batch committed)."""
+        self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        if self._ctx.stopping.is_set():
+            raise _Stopped(RunResult.RELEASED)
+        if time.monotonic() - self._last < HEARTBEAT_SECONDS:
+            return
+        s = self._ctx.settings
+        if self._conn is None:
+            idle = idle_in_transaction_ms(s.lease_seconds)
+            self._conn = connect(s.database_url, name="bulkio-worker", idle_ms=idle)
+        cancel = jobs.heartbeat(self._conn, self._job_id, self._ctx.worker, s.lease_seconds)
+        self.extended()
+        if cancel:
+            raise _Stopped(RunResult.CANCELLED)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -93,6 +93,20 @@ def test_tick_is_called_while_empty_members_produce_nothing() -> None:
     assert ticks[0] >= members // decode.TICK_STEPS, ticks
 
 
+def test_tick_is_called_while_one_chunk_expands_to_much_output() -> None:
+    """A few KB of gzip expanding to 64 MiB of whitespace: ticks every ``TICK_BYTES`` of output
+    (an earlier version counted calls only: 16 calls for 64 MiB, no tick)."""
+    ticks = [0]
+
+    def tick() -> None:
+        ticks[0] += 1
+
+    size = 64 * 1024 * 1024
+    out = sum(len(p) for p in _decode_all(gzip.compress(b" " * size, mtime=0), tick=tick))
+    assert out == size
+    assert ticks[0] >= size // decode.TICK_BYTES - 1, ticks
+
+
 def test_tick_is_called_for_every_chunk_read() -> None:
     ticks = [0]
 
