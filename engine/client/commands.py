@@ -482,7 +482,7 @@ def jobs_show(
         report = None
         if view.get("kind") == "import":
             report = s.command("jobs", "errors", job_id, "-o", f"errors-{job_id}.csv")
-        s.out.summary(view, report)
+        s.out.summary(view, report, final=False)
         s.out.emit(view)
         return Exit.OK
 

@@ -99,7 +99,7 @@ class Output:
             yield TransferBar(None, TaskID(0))
             return
         progress = Progress(
-            TextColumn("[bold]{task.description:<8}"),
+            TextColumn("[bold]{task.description:<9}"),
             BarColumn(),
             TaskProgressColumn(),
             DownloadColumn(),
@@ -121,7 +121,7 @@ class Output:
             yield bar
             return
         progress = Progress(
-            TextColumn("[bold]{task.description:<8}"),
+            TextColumn("[bold]{task.description:<9}"),
             BarColumn(),
             TaskProgressColumn(),
             TextColumn("{task.fields[counts]}"),
@@ -138,9 +138,14 @@ class Output:
 
     # ------------------------------------------------------------------ tables
 
-    def summary(self, view: dict[str, Any], report_command: str | None) -> None:
+    def summary(
+        self, view: dict[str, Any], report_command: str | None, *, final: bool = True
+    ) -> None:
         """The job as a table, its first errors, and the command that downloads them all; a
-        single line when stderr is not a terminal."""
+        single line when stderr is not a terminal. ``final=False`` (``jobs show``): nothing
+        with --json or a piped stdout, where the JSON is the whole answer."""
+        if not final and self.json_mode:
+            return
         job_id, status = view.get("job_id"), str(view.get("status"))
         rejected = int(view.get("failed") or 0)
         if not self.interactive:
@@ -166,14 +171,16 @@ class Output:
             )
 
     def jobs(self, jobs: list[dict[str, Any]], next_cursor: str | None) -> None:
-        if not self.interactive:
+        """The job list as a table (not with --json or a piped stdout: the JSON is the list)."""
+        if not self.interactive or self.json_mode:
             return
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
         for name, justify in (
             ("ID", "left"), ("KIND", "left"), ("RESOURCE", "left"), ("STATUS", "left"),
-            ("RECORDS", "right"), ("REJECTED", "right"), ("CREATED", "left"), ("FILE", "left"),
+            ("RECORDS", "right"), ("REJECTED", "right"), ("CREATED (UTC)", "left"),
         ):  # fmt: skip
-            table.add_column(name, justify=justify, no_wrap=name == "ID")  # type: ignore[arg-type]
+            table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        table.add_column("FILE", overflow="ellipsis", no_wrap=True)
         for job in jobs:
             status = str(job.get("status"))
             table.add_row(
@@ -183,7 +190,7 @@ class Output:
                 f"[{STATUS_STYLE.get(status, '')}]{status}[/]",
                 _count(job.get("processed")),
                 _count(job.get("failed")) if job.get("kind") == "import" else "",
-                str(job.get("created", ""))[:19].replace("T", " "),
+                str(job.get("created", ""))[:16].replace("T", " "),
                 escape(str(job.get("file_name") or "")),
             )
         self.err.print(table if jobs else "No jobs.")
@@ -240,8 +247,8 @@ def _errors_table(errors: list[dict[str, Any]], total: int) -> Table:
     for e in errors:
         value = e.get("value")
         table.add_row(
-            _count(e.get("row")),
-            _count(e.get("line")),
+            str(e.get("row") or ""),
+            str(e.get("line") or ""),
             escape(str(e.get("field") or "")),
             f"[magenta]{escape(str(e.get('code')))}[/]",
             escape(str(e.get("message", ""))),
