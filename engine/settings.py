@@ -27,9 +27,13 @@ log = logging.getLogger("bulkio.settings")
 DEFAULT_ROLES = ("admin", "author", "editor", "reader", "viewer")
 
 #: ``BULKIO_*`` variables read by scripts and tests, not by :class:`Settings` (Makefile,
-#: .ci/services.sh, .ci/setup.sh, tests/servers.py, tests/integration/test_faults.py): no warning.
+#: .ci/services.sh, .ci/setup.sh, tests/servers.py, tests/integration/test_faults.py), and the
+#: command-line client's own (engine/client/config.py: its server, token and profile): no warning.
 SCRIPT_VARIABLES = frozenset(
     {
+        "BULKIO_URL",
+        "BULKIO_TOKEN",
+        "BULKIO_PROFILE",
         "BULKIO_HOST",
         "BULKIO_PORT",
         "BULKIO_PG_PORT",
