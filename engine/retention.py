@@ -1,11 +1,11 @@
 """Retention: finished jobs older than the retention period are deleted with all they own.
 
 A job owns its uploaded file (``imports/<id>/…``), its export result (``exports/<id>/…``, named by
-``result_key``), its error rows (``job_errors``), its idempotency key and its ``job_keys``. Only
-finished jobs (completed, failed, cancelled) are deleted, counted from ``finished_at``; queued and
-running jobs are never touched, however old. ``job_keys`` (a validate_only job's accepted keys,
-keys other jobs took over from an import) are read only while their job runs: every run deletes
-those of all finished jobs, whatever their age.
+``result_key``), its error rows (``job_errors``), its events (``job_events``), its idempotency
+key and its ``job_keys``. Only finished jobs (completed, failed, cancelled) are deleted, counted
+from ``finished_at``; queued and running jobs are never touched, however old. ``job_keys`` (a
+validate_only job's accepted keys, keys other jobs took over from an import) are read only while
+their job runs: every run deletes those of all finished jobs, whatever their age.
 
 Objects go first, then rows, without a transaction held open in between (deleting objects can
 take long on S3): a run that dies half way leaves rows whose objects may be gone, and the next run
@@ -51,7 +51,7 @@ CHUNK = 200
 ROWS_PER_CHUNK = 10_000
 #: The tables of a job's many rows: (table, the column after job_id in its index, a value below
 #: every stored one). Identifiers from here only.
-_JOB_ROWS = (("job_errors", "row_no", 0), ("job_keys", "key", ""))
+_JOB_ROWS = (("job_errors", "row_no", 0), ("job_keys", "key", ""), ("job_events", "seq", 0))
 #: Object prefixes whose second path segment is the owning job's id.
 JOB_PREFIXES = ("imports", "exports")
 #: An object without a job is swept only when older than this, whatever the retention: an upload
@@ -114,7 +114,8 @@ def cleanup(
             for table, column, lowest in _JOB_ROWS:
                 _delete_in_chunks(conn, table, column, lowest, job_id, rows_per_chunk)
         with conn.transaction():
-            # idempotency_keys go with their job (ON DELETE CASCADE), job_errors are gone already
+            # idempotency_keys go with their job (ON DELETE CASCADE); job_errors and job_events
+            # (also ON DELETE CASCADE) are gone already
             jobs += conn.execute(
                 "DELETE FROM jobs WHERE id = ANY(%s::uuid[]) AND status = ANY(%s)",
                 (ids, list(TERMINAL)),
