@@ -165,6 +165,14 @@ FIGURES: tuple[Figure, ...] = (
         baseline="workers.1",
         ratio="speedup",
     ),
+    Figure("reader.ndjson.clean", "read + validate clean NDJSON comments, 200K (in-process)"),
+    Figure(
+        "reader.ndjson.malformed",
+        "read + validate NDJSON comments, every line malformed, 200K",
+        baseline="reader.ndjson.clean",
+        ratio="time",
+        target=_t("ratio", "<=", 2),
+    ),
 )
 FIGURE_BY_KEY = {f.key: f for f in FIGURES}
 

@@ -156,18 +156,23 @@ def _isolate(
     return [f for _, f in sorted(frames, key=lambda t: t[0])], bad
 
 
+def _record_texts(data: bytes, geo: Layout, idx: np.ndarray) -> pl.Series:
+    """Records ``idx`` as strings (``data`` is valid UTF-8 and records end on ASCII bytes),
+    gathered from an Arrow string array over the block's own buffer: no Python per record."""
+    offsets = np.concatenate(([0], geo.ends)).astype(np.int64)
+    records = pa.LargeStringArray.from_buffers(
+        len(geo.ends), pa.py_buffer(offsets), pa.py_buffer(data)
+    )
+    return pl.Series(records.take(pa.array(idx, type=pa.int64())))
+
+
 def _json_valid(data: bytes, geo: Layout, idx: np.ndarray) -> np.ndarray:
     """Per record of ``idx``: is it one well-formed JSON value? One vectorised pass (polars'
     ``json_path_match``, serde_json in Rust) over the records as strings on the block's own
     buffer. It agrees with the NDJSON reader on every record we tried (fuzzed), but for lone
     UTF-16 surrogate escapes (``"\\ud800"``), which the reader turns into NUL and this check
     refuses: such a record is an error row either way (validation refuses NUL)."""
-    offsets = np.concatenate(([0], geo.ends)).astype(np.int64)
-    records = pa.LargeStringArray.from_buffers(
-        len(geo.ends), pa.py_buffer(offsets), pa.py_buffer(data)
-    )
-    lines = pl.Series(records.take(pa.array(idx, type=pa.int64())))
-    return lines.str.json_path_match("$").is_not_null().to_numpy()
+    return _record_texts(data, geo, idx).str.json_path_match("$").is_not_null().to_numpy()
 
 
 def _isolate_json(
@@ -395,22 +400,57 @@ def _json_limits(arr: np.ndarray, geo: Layout, candidates: np.ndarray) -> dict[i
     return problems
 
 
-def _json_kind(text: str) -> str:
-    """What a record that is not an object holds, for the error message."""
-    first = text[:1]
-    if not first:
-        return "nothing"
-    if first == "[":
-        return "an array"
-    if first == '"':
-        return "a string"
-    if text in ("true", "false"):
-        return "a boolean"
-    if text == "null":
-        return "null"
-    if first in "-0123456789":
-        return "a number"
-    return "something"
+#: What Python's ``str.strip()`` takes (``str.isspace``), for polars' ``strip_chars``: the
+#: values echoed for malformed records stay what they were when each was stripped in Python.
+PY_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def _json_kind(text: pl.Expr) -> pl.Expr:
+    """What a (stripped) record that is not an object holds, for the error message."""
+    first = text.str.head(1)
+    return (
+        pl.when(text == "").then(pl.lit("nothing"))
+        .when(first == "[").then(pl.lit("an array"))
+        .when(first == '"').then(pl.lit("a string"))
+        .when(text.is_in(["true", "false"])).then(pl.lit("a boolean"))
+        .when(text == "null").then(pl.lit("null"))
+        .when(first.is_in(list("-0123456789"))).then(pl.lit("a number"))
+        .otherwise(pl.lit("something"))
+    )  # fmt: skip
+
+
+def _json_malformed(
+    block: Block,
+    geo: Layout,
+    rows: np.ndarray,
+    bad: np.ndarray,
+    shaped: np.ndarray,
+    limits: dict[int, str],
+    *,
+    array: bool,
+) -> pl.DataFrame:
+    """One error row per malformed record ``bad``: the message says what it holds; the value is
+    the record (stripped of whitespace and the array's comma), at most 256 characters.
+    Expressions over all of them, not a loop: a file may hold nothing else."""
+    kind = "the element of the JSON array" if array else "the line"
+    text = pl.col("text")
+    ws = PY_WHITESPACE
+    texts = _record_texts(block.data, geo, bad).to_frame("text")
+    stripped = texts.select(text.str.strip_chars(ws).str.strip_chars_end(",").str.strip_chars(ws))
+    limit = pl.Series("limit", [None] * len(bad), dtype=pl.String)
+    if limits:
+        limit = limit.scatter(np.searchsorted(bad, list(limits)), list(limits.values()))
+    out = stripped.with_columns(limit, pl.Series("shaped", shaped[bad])).select(
+        value=text.str.slice(0, 256).str.replace_all("\x00", NUL_SHOWN, literal=True),
+        message=pl.when(pl.col("limit").is_not_null()).then(pl.col("limit"))
+        .when(pl.col("shaped")).then(pl.lit(f"{kind} is not a valid JSON object"))
+        .otherwise(pl.concat_str(pl.lit(f"{kind} holds "), _json_kind(text),
+                                 pl.lit(", not a JSON object"))),
+    )  # fmt: skip
+    return malformed(rows[bad], geo.lines[bad], out["message"], out["value"])
 
 
 def parse_json_lines(
@@ -447,25 +487,7 @@ def parse_json_lines(
     errors = empty_errors()
     bad = np.flatnonzero(solid & ~good)
     if len(bad):
-        kind = "the element of the JSON array" if array else "the line"
-        values: dict[int, str] = {}
-        messages: list[str] = []
-        for i in bad.tolist():
-            text = (
-                bytes(memoryview(block.data)[int(geo.starts[i]) : int(geo.ends[i])])
-                .decode("utf-8", "replace")
-                .strip()
-                .rstrip(",")
-                .strip()
-            )
-            values[i] = shown(text[:256])
-            if i in limits:
-                messages.append(limits[i])
-            elif shaped[i]:
-                messages.append(f"{kind} is not a valid JSON object")
-            else:
-                messages.append(f"{kind} holds {_json_kind(text)}, not a JSON object")
-        errors = _malformed_records(rows, geo, [(bad, messages)], values)
+        errors = _json_malformed(block, geo, rows, bad, shaped, limits, array=array)
     if not frames:
         empty = with_types(_empty(columns), columns, data, geo, np.flatnonzero(good))
         return Parsed(empty, errors, int(solid.sum()))

@@ -131,3 +131,73 @@ def test_the_check_stays_behind_the_parser_when_they_disagree() -> None:
     frames, bad = parse._isolate_json(picky, data, geo, np.arange(50))
     assert bad == [7]
     assert pl.concat(frames).get_column("id").to_list() == [str(i) for i in range(50) if i != 7]
+
+
+def test_py_whitespace_is_what_str_strip_takes() -> None:
+    assert set(parse.PY_WHITESPACE) == {c for c in map(chr, range(0x110000)) if c.isspace()}
+
+
+def _expected_error(record: bytes, kind: str, shaped: bool) -> tuple[str, str]:
+    """(message, value) as the per-record Python loop made them before."""
+    text = record.decode().strip().rstrip(",").strip()
+    if shaped:
+        message = f"{kind} is not a valid JSON object"
+    else:
+        first = text[:1]
+        what = (
+            "nothing" if not first
+            else "an array" if first == "["
+            else "a string" if first == '"'
+            else "a boolean" if text in ("true", "false")
+            else "null" if text == "null"
+            else "a number" if first in "-0123456789"
+            else "something"
+        )  # fmt: skip
+        message = f"{kind} holds {what}, not a JSON object"
+    return message, text[:256].replace("\x00", parse.NUL_SHOWN)
+
+
+NOT_OBJECTS = [
+    "[1, 2]", '"a string"', "true", "false", "null", "-1.5", "0", "nope", "\x1c 7 \x1f",
+    "\u3000[\u00e9]\u2028", '"\x00"', "[" + "\u00e9" * 300 + "]", "truely", "nullx",
+    '\u00a0{"a": 1}\u00a0',  # not shaped: the shape check steps over ASCII whitespace only
+]  # fmt: skip
+SHAPED_BAD = ['{"id": 1,}', "{\x00}", "{" + "\u00e9" * 400 + "}", ' \t{"a" 1}\r ']
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_error_rows_of_malformed_records_say_what_they_hold(fmt: str) -> None:
+    records = [(r, False) for r in NOT_OBJECTS] + [(r, True) for r in SHAPED_BAD]
+    good = '{"id": "ok"}'
+    texts = [good] + [r for r, _ in records]
+    if fmt == "ndjson":
+        data = ("\n".join(texts) + "\n").encode()
+        raw = [t.encode() for t in texts]
+    else:
+        data = ("[" + ",\n".join(texts) + "]").encode()
+        raw = [t.encode() + b"," for t in texts[:-1]] + [texts[-1].encode()]
+    (batch,) = _read(data, fmt)
+    assert batch.frame.get_column("id").to_list() == ["ok"]
+    kind = "the line" if fmt == "ndjson" else "the element of the JSON array"
+    expected = [
+        _expected_error(b"\n" + r if fmt == "json" and i else r, kind, shaped)
+        for i, (r, (_, shaped)) in enumerate(zip(raw[1:], records, strict=True))
+    ]
+    got = list(zip(batch.errors["message"].to_list(), batch.errors["value"].to_list(),
+                   strict=True))  # fmt: skip
+    assert got == expected
+    assert batch.errors["line"].to_list() == list(range(2, len(texts) + 1))
+
+
+def test_records_over_the_json_limits_keep_their_own_message() -> None:
+    deep = "{" + '"a":[' * 70 + "]" * 70 + "}"
+    wide = "{" + ",".join(f'"k{i}": 1' for i in range(parse.MAX_FIELDS + 1)) + "}"
+    data = (deep + "\n" + '{"id": 1,}' + "\n" + wide + "\n").encode()
+    (batch,) = _read(data)
+    assert batch.errors["message"].to_list() == [
+        f"the record nests arrays/objects 71 levels deep; at most {parse.MAX_JSON_DEPTH} are "
+        "accepted",
+        "the line is not a valid JSON object",
+        f"the object has {parse.MAX_FIELDS + 1} fields; at most {parse.MAX_FIELDS} are accepted",
+    ]
+    assert batch.errors["value"].to_list() == [deep[:256], '{"id": 1,}', wide[:256]]
