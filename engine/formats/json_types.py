@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from engine.formats.framing import _WS, BACKSLASH, QUOTE, as_array, real_quotes
+from engine.formats.framing import _WS, BACKSLASH, QUOTE, as_array
 from engine.formats.records import Layout, first_solid, last_solid
 
 _COLON = 0x3A
@@ -106,25 +106,59 @@ def _matching(arr: np.ndarray, close: np.ndarray, tail: np.ndarray, name: bytes)
     return picked[(arr[opening] == QUOTE) & (arr[opening - 1] != BACKSLASH)]
 
 
-def _depths(arr: np.ndarray, geo: Layout, at: np.ndarray, owner: np.ndarray) -> np.ndarray:
-    """Object nesting depth at each position ``at`` (in record ``owner``), strings skipped."""
-    quotes = np.flatnonzero(real_quotes(arr))
-    before_record = np.searchsorted(quotes, geo.starts)
+def _escaped(arr: np.ndarray, quotes: np.ndarray) -> np.ndarray:
+    """The ``quotes`` escaped by an odd run of backslashes (few: only quotes after a backslash
+    are walked back, one step per backslash of the longest run)."""
+    after = quotes[(quotes > 0) & (arr[np.maximum(quotes - 1, 0)] == BACKSLASH)]
+    run = np.zeros(len(after), dtype=np.int64)
+    active = np.ones(len(after), dtype=bool)
+    step = 1
+    while active.any():
+        pos = after - step
+        active &= pos >= 0
+        active[active] = arr[pos[active]] == BACKSLASH
+        run[active] += 1
+        step += 1
+    return after[run % 2 == 1]
 
-    def outside(pos: np.ndarray) -> np.ndarray:
-        rec = np.minimum(np.searchsorted(geo.ends, pos, side="right"), len(geo.starts) - 1)
-        return pos[((np.searchsorted(quotes, pos) - before_record[rec]) & 1) == 0]
 
-    opens = outside(np.flatnonzero(arr == _OPEN))
-    closes = outside(np.flatnonzero(arr == _CLOSE))
-    first = geo.starts[owner]
-    return (np.searchsorted(opens, at) - np.searchsorted(opens, first)) - (
-        np.searchsorted(closes, at) - np.searchsorted(closes, first)
-    )
+class _Nesting:
+    """Object nesting depth at any position of a block's records, strings skipped: the braces
+    outside strings, found with sparse binary searches over the quotes (built only for blocks
+    holding a nested object or a brace inside a string)."""
+
+    def __init__(self, arr: np.ndarray, geo: Layout) -> None:
+        self.geo = geo
+        self.quotes = np.flatnonzero(arr == QUOTE)
+        self.escaped = _escaped(arr, self.quotes)
+        braces = np.flatnonzero((arr == _OPEN) | (arr == _CLOSE))
+        braces = braces[self._outside(braces, self._owner(braces))]
+        self.opens = braces[arr[braces] == _OPEN]
+        self.closes = braces[arr[braces] == _CLOSE]
+
+    def _owner(self, pos: np.ndarray) -> np.ndarray:
+        return np.minimum(np.searchsorted(self.geo.ends, pos, side="right"), len(self.geo.ends) - 1)
+
+    def _real_quotes_before(self, pos: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.quotes, pos) - np.searchsorted(self.escaped, pos)
+
+    def _outside(self, pos: np.ndarray, owner: np.ndarray) -> np.ndarray:
+        """Records start outside strings: an even count of real quotes since is outside."""
+        since = self._real_quotes_before(pos) - self._real_quotes_before(self.geo.starts[owner])
+        return (since & 1) == 0
+
+    def depth(self, pos: np.ndarray, owner: np.ndarray) -> np.ndarray:
+        first = self.geo.starts[owner]
+        opened = np.searchsorted(self.opens, pos) - np.searchsorted(self.opens, first)
+        return opened - (np.searchsorted(self.closes, pos) - np.searchsorted(self.closes, first))
 
 
 def _scan(
-    arr: np.ndarray, geo: Layout, chosen: np.ndarray, columns: Sequence[str]
+    arr: np.ndarray,
+    geo: Layout,
+    chosen: np.ndarray,
+    columns: Sequence[str],
+    nesting: _Nesting | None = None,
 ) -> dict[str, np.ndarray]:
     """Per column, the type of its value in every record (ABSENT outside ``chosen``): every
     top-level key of the chosen records, found from the colons of the whole block."""
@@ -138,7 +172,7 @@ def _scan(
     close = _skip_space(arr, colons - 1, starts, -1)
     keyed = (close > starts) & (arr[close] == QUOTE)
     colons, owner, close = colons[keyed], owner[keyed], close[keyed]
-    top = _depths(arr, geo, colons, owner) == 1
+    top = (nesting or _Nesting(arr, geo)).depth(colons, owner) == 1
     colons, owner, close = colons[top], owner[top], close[top]
     kinds = _BY_FIRST_BYTE[arr[_skip_space(arr, colons + 1, geo.ends[owner], 1)]]
     tail = arr[close - 1].astype(np.int32) | (arr[close - 2].astype(np.int32) << 8)
@@ -163,16 +197,6 @@ def _lines(data: bytes, geo: Layout, records: np.ndarray) -> pl.Series:
     )
     lines = pl.Series(whole)
     return lines.gather(records) if len(records) != len(geo.ends) else lines
-
-
-def _nested(arr: np.ndarray, geo: Layout, records: np.ndarray) -> np.ndarray:
-    """Per record of ``records``: does it hold more than one ``{`` (a nested object, or a brace
-    in a string)? A key found there may belong to a nested object."""
-    if np.count_nonzero(arr == _OPEN) <= len(records):  # one per record: none is nested
-        return np.zeros(len(records), dtype=bool)
-    opens = np.flatnonzero(arr == _OPEN)
-    inside = np.searchsorted(opens, geo.ends[records]) - np.searchsorted(opens, geo.starts[records])
-    return inside > 1
 
 
 def _type_of(value: Any) -> JsonType:
@@ -251,7 +275,8 @@ def _look_up(
     records where that may mislead are scanned exactly (:func:`_scan`)."""
     arr = as_array(data)
     lines = _lines(data, geo, records)
-    nested = _nested(arr, geo, records)
+    # One '{' per record (its own): no key found can belong to a nested object.
+    nesting = _Nesting(arr, geo) if np.count_nonzero(arr == _OPEN) > len(records) else None
     unsure = np.zeros(len(records), dtype=bool)
     for name, rows in looked.items():
         if not len(rows):
@@ -259,19 +284,22 @@ def _look_up(
         pattern = f'"{name}":'
         texts = lines if len(rows) == len(records) else lines.gather(rows)
         found = texts.str.find(pattern, literal=True).to_numpy()
-        hit = ~np.isnan(found) if found.dtype.kind == "f" else np.ones(len(rows), dtype=bool)
-        sure = hit & ~nested[rows]
+        sure = ~np.isnan(found) if found.dtype.kind == "f" else np.ones(len(rows), dtype=bool)
         rec = records[rows[sure]]
         key = geo.starts[rec] + found[sure].astype(np.int64)
+        # A quote after a backslash does not open a key (the key is further on).
+        ok = (key == 0) | (arr[np.maximum(key - 1, 0)] != BACKSLASH)
+        if nesting is not None:
+            ok &= nesting.depth(key, rec) == 1
+        sure[sure] = ok
+        rec, key = rec[ok], key[ok]
         value = _skip_space(arr, key + len(pattern.encode()), geo.ends[rec], 1)
         types[name][rows[sure]] = _BY_FIRST_BYTE[arr[value]]
-        escaped = np.zeros(len(rows), dtype=bool)
-        escaped[sure] = (key > 0) & (arr[np.maximum(key - 1, 0)] == BACKSLASH)
-        unsure[rows[~sure | escaped]] = True
+        unsure[rows[~sure]] = True
     if unsure.any():
         chosen = np.zeros(len(geo.ends), dtype=bool)
         chosen[records[unsure]] = True
-        exact = _scan(arr, geo, chosen, list(looked))
+        exact = _scan(arr, geo, chosen, list(looked), nesting)
         for name, rows in looked.items():
             redo = rows[unsure[rows]]
             types[name][redo] = exact[name][records[redo]]
