@@ -131,6 +131,7 @@ class _Nesting:
         self.geo = geo
         self.quotes = np.flatnonzero(arr == QUOTE)
         self.escaped = _escaped(arr, self.quotes)
+        self.at_start = self._real_quotes_before(geo.starts)
         braces = np.flatnonzero((arr == _OPEN) | (arr == _CLOSE))
         braces = braces[self._outside(braces, self._owner(braces))]
         self.opens = braces[arr[braces] == _OPEN]
@@ -144,7 +145,7 @@ class _Nesting:
 
     def _outside(self, pos: np.ndarray, owner: np.ndarray) -> np.ndarray:
         """Records start outside strings: an even count of real quotes since is outside."""
-        since = self._real_quotes_before(pos) - self._real_quotes_before(self.geo.starts[owner])
+        since = self._real_quotes_before(pos) - self.at_start[owner]
         return (since & 1) == 0
 
     def depth(self, pos: np.ndarray, owner: np.ndarray) -> np.ndarray:
