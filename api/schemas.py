@@ -4,7 +4,7 @@ services already read (``job_id``, ``total_records``, ``processed``, ``successfu
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -103,12 +103,23 @@ class EventPage(msgspec.Struct):
     next_after: int
 
 
+#: engine.webhooks.EVENT_TYPES (tests/unit/test_webhook_format.py checks they are the same).
+WebhookEventType = Literal[
+    "import.completed",
+    "import.failed",
+    "import.cancelled",
+    "export.completed",
+    "export.failed",
+    "export.cancelled",
+]
+
+
 class WebhookCreate(msgspec.Struct, forbid_unknown_fields=True):
     """A webhook endpoint to register: where to POST, and which job ends to tell."""
 
-    url: str
-    event_types: list[str]
-    description: str = ""
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    event_types: Annotated[list[WebhookEventType], msgspec.Meta(min_length=1)]
+    description: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^\x00]*$")] = ""
 
 
 class WebhookView(msgspec.Struct):

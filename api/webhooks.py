@@ -10,6 +10,7 @@ to news of jobs it could not read. An endpoint is its owner's: another owner's t
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -96,7 +97,7 @@ def _endpoint(app: AppState, principal: Principal, endpoint_id: str) -> Endpoint
     return found
 
 
-def _kinds_readable(principal: Principal, event_types: list[str]) -> None:
+def _kinds_readable(principal: Principal, event_types: Sequence[str]) -> None:
     for kind in dict.fromkeys(t.split(".")[0] for t in event_types):
         scope = f"{kind}s:read"
         if kind in ("import", "export") and not principal.allows(scope):
@@ -188,6 +189,7 @@ class WebhookController(Controller):
         ),
     ) -> WebhookList:
         app: AppState = state.app
+        _only(request, ("owner",))
         principal = principal_of(request)
         if owner is not None and "\x00" in owner:
             raise Problem(400, "owner must not contain NUL characters")
@@ -281,6 +283,7 @@ class WebhookController(Controller):
         ),
     ) -> DeliveryList:
         app: AppState = state.app
+        _only(request, ("cursor", "limit"))
         endpoint = _endpoint(app, principal_of(request), webhook_id)
         size = _limit(limit)
         after = None
@@ -326,6 +329,14 @@ class WebhookController(Controller):
         found = app.sync(webhooks.get_delivery, endpoint.id, delivery_id)
         assert found is not None
         return delivery_view(found)
+
+
+def _only(request: Request[Any, Any, Any], known: tuple[str, ...]) -> None:
+    """400 for a query parameter the route does not know (a misspelt one must not be ignored)."""
+    unknown = sorted(set(request.query_params) - set(known))
+    if unknown:
+        takes = ", ".join(known) if known else "none"
+        raise Problem(400, f"unknown query parameter {unknown[0]!r}; this route takes {takes}")
 
 
 def _limit(raw: str | None) -> int:

@@ -169,7 +169,7 @@ def system_resolver(host: str, port: int) -> list[str]:
     """The host's addresses, in the system's order of preference, each once."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (OSError, UnicodeError, ValueError) as exc:  # ValueError: a NUL in the name
         raise Unresolvable(f"the host name {host!r} does not resolve ({exc})") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 

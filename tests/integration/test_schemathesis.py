@@ -26,7 +26,7 @@ import pytest
 import schemathesis
 from harness import Bulkio, make_token
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import not_a_server_error, positive_data_acceptance
 from schemathesis.core.result import Ok
 from schemathesis.generation.modes import GenerationMode
 
@@ -49,7 +49,20 @@ OPERATIONS = [
     ("POST", "/v1/exports"),
     ("GET", "/v1/exports/{job_id}"),
     ("GET", "/v1/downloads/{job_id}"),
+    ("POST", "/v1/webhooks"),
+    ("GET", "/v1/webhooks"),
+    ("GET", "/v1/webhooks/{webhook_id}"),
+    ("DELETE", "/v1/webhooks/{webhook_id}"),
+    ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"),
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"),
 ]
+#: Checks an operation cannot pass, and why. A webhook URL that the schema allows is still
+#: refused (400) unless it resolves to a public address (the SSRF guard), which no schema can
+#: say and which no name does on a machine without DNS.
+EXCLUDED: dict[tuple[str, str], list[Any]] = {
+    ("POST", "/v1/webhooks"): [positive_data_acceptance],
+}
 
 
 class Api:
@@ -94,7 +107,12 @@ class Api:
                 suppress_health_check=list(HealthCheck),
             )
             def call(case: Any) -> None:
-                case.call_and_validate(base_url=self.base, headers=self.headers, checks=checks)
+                case.call_and_validate(
+                    base_url=self.base,
+                    headers=self.headers,
+                    checks=checks,
+                    excluded_checks=EXCLUDED.get((method, path)),
+                )
 
             call()
 

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from conftest import TEST_ENV
 from datafiles import make
-from harness import Bulkio
+from harness import Bulkio, make_token
 from receiver import Answer, Receiver
 
 from engine.db import migrate
@@ -363,3 +363,55 @@ def test_the_history_pages_with_a_cursor(
     assert len(seen) == len(set(seen)) == 3
     res = hooks.client.get(f"/v1/webhooks/{endpoint['id']}/deliveries", params={"limit": 0})
     assert res.status_code == 400
+
+
+def test_endpoints_are_their_owners_and_hear_only_their_owners_jobs(
+    hooks: Bulkio, datadir: Path, receivers: list[Receiver]
+) -> None:
+    receiver = Receiver().start()
+    receivers.append(receiver)
+    scopes = ["imports:write", "imports:read", "webhooks:read", "webhooks:write"]
+    url = hooks.env["BULKIO_DATABASE_URL"]
+    alice = hooks.client_for(make_token(url, "alice", scopes))
+    bob = hooks.client_for(make_token(url, "bob", scopes))
+    mine = alice.post(
+        "/v1/webhooks", json={"url": receiver.url, "event_types": ["import.completed"]}
+    )
+    theirs = bob.post(
+        "/v1/webhooks", json={"url": receiver.url, "event_types": ["import.completed"]}
+    )
+    assert mine.status_code == theirs.status_code == 201
+    mine_id, theirs_id = mine.json()["id"], theirs.json()["id"]
+    path, _ = make(datadir, "users", "csv", 100, seed=13)
+    res = alice.post(
+        "/v1/imports", data={"resource": "users"}, files={"file": (path.name, path.read_bytes())}
+    )
+    assert res.status_code == 202, res.text
+    hooks.wait(res.json()["job_id"])
+    receiver.wait_for(1, why=hooks.logs)
+    [delivery] = _until(
+        lambda: alice.get(f"/v1/webhooks/{mine_id}/deliveries").json()["deliveries"],
+        hooks,
+        "a delivery",
+    )
+    assert bob.get(f"/v1/webhooks/{theirs_id}/deliveries").json()["deliveries"] == []
+
+    base = f"/v1/webhooks/{mine_id}"
+    for method, path_ in (
+        ("GET", base),
+        ("GET", f"{base}/deliveries"),
+        ("POST", f"{base}/rotate-secret"),
+        ("POST", f"{base}/deliveries/{delivery['id']}/redeliver"),
+        ("DELETE", base),
+    ):
+        res = bob.request(method, path_)
+        assert res.status_code == 404, (method, path_, res.text)
+    assert [w["id"] for w in bob.get("/v1/webhooks").json()["webhooks"]] == [theirs_id]
+    assert [w["id"] for w in alice.get("/v1/webhooks").json()["webhooks"]] == [mine_id]
+    assert bob.get("/v1/webhooks", params={"owner": "alice"}).status_code == 403
+    # an admin token sees every owner's
+    admin = hooks.client.get("/v1/webhooks", params={"owner": "alice"}).json()["webhooks"]
+    assert [w["id"] for w in admin] == [mine_id]
+    assert hooks.client.get(base).json()["owner"] == "alice"
+    assert alice.delete(base).status_code == 204
+    assert alice.get(base).status_code == 404

@@ -422,3 +422,9 @@ def test_tls_uses_the_url_host_for_sni_and_verification_over_the_pinned_address(
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("url", ["https://a\x00b.example.com/", "https://" + "a" * 300 + ".com/"])
+def test_odd_host_names_are_unresolvable_not_a_crash(url: str) -> None:
+    with pytest.raises((Unresolvable, Refused)):
+        netguard.check_url(url, STRICT)

@@ -8,10 +8,12 @@ import json
 import random
 import time
 from datetime import UTC, datetime
+from typing import get_args
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from api.schemas import WebhookEventType
 from engine import webhooks
 from engine.settings import Settings, SettingsError, load_settings
 from engine.webhook_delivery import Outcome, next_wait, retry_after, retry_delays
@@ -176,3 +178,7 @@ def test_event_types_are_validated(types: list[str], ok: bool) -> None:
         with pytest.raises(webhooks.EndpointRefused) as caught:
             webhooks.check_event_types(types)
         assert caught.value.code == "event_types"
+
+
+def test_the_api_schema_lists_the_engines_event_types() -> None:
+    assert get_args(WebhookEventType) == webhooks.EVENT_TYPES
