@@ -129,8 +129,9 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
         return RunResult.LEASE_LOST
     finally:
         # First the locker (wakes a reading thread waiting for a lock connection), then the
-        # reading thread itself, so neither waits on the other.
+        # reading thread itself (its next progress call stops it), so neither waits on the other.
         loader.close()
+        watch.done()
         if checked_batches is not None:
             checked_batches.close()
         watch.close()
@@ -186,7 +187,8 @@ class _Watch:
     """The reader's progress hook, called in the reading thread every chunk read and every few
     decompression steps (``read_batches(on_progress=...)``).
 
-    A shutdown raises :class:`_Stopped` at once. When no batch has committed (which extends the
+    A shutdown, or the attempt ending in the main thread (:meth:`done`: say a batch's commit saw
+    a cancel), raises :class:`_Stopped` at once. When no batch has committed (which extends the
     lease) for ``HEARTBEAT_SECONDS``, it extends the lease itself (:func:`engine.jobs.heartbeat`,
     which raises LeaseLost) and stops on a cancel. Its statements go through a connection of its
     own, opened on first use: the job-state connection belongs to the main thread."""
@@ -195,14 +197,19 @@ class _Watch:
         self._ctx = ctx
         self._job_id = job_id
         self._conn: Any = None
+        self._done = False
         self.extended()
 
     def extended(self) -> None:
         """The lease was extended just now (claimed, or a batch committed)."""
         self._last = time.monotonic()
 
+    def done(self) -> None:
+        """The attempt is over: stop reading at the next call."""
+        self._done = True
+
     def __call__(self) -> None:
-        if self._ctx.stopping.is_set():
+        if self._done or self._ctx.stopping.is_set():
             raise _Stopped(RunResult.RELEASED)
         if time.monotonic() - self._last < HEARTBEAT_SECONDS:
             return
