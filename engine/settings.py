@@ -43,6 +43,7 @@ SCRIPT_VARIABLES = frozenset(
         "BULKIO_PG_BINDIR",
         "BULKIO_FAULT_SEED",
         "BULKIO_TEST_KEEP_SERVER_DIRS",
+        "BULKIO_TEST_WRITE_DOCS",
     }
 )
 
