@@ -155,7 +155,7 @@ def follow_job(s: Session, view: dict[str, Any], timeout: float | None, strict: 
     job_id = str(final["job_id"])
     report = None
     if final.get("kind") == "import":
-        report = s.command("jobs", "errors", job_id, "-o", f"errors-{job_id}.csv")
+        report = s.command("jobs", "errors", job_id, "-o", f"errors-{job_id[:8]}.csv")
     s.out.summary(final, report)
     code = _job_exit(final, strict)
     if code == Exit.REJECTED:
@@ -481,7 +481,7 @@ def jobs_show(
         view = s.service.job(job_id)
         report = None
         if view.get("kind") == "import":
-            report = s.command("jobs", "errors", job_id, "-o", f"errors-{job_id}.csv")
+            report = s.command("jobs", "errors", job_id, "-o", f"errors-{job_id[:8]}.csv")
         s.out.summary(view, report, final=False)
         s.out.emit(view)
         return Exit.OK

@@ -32,7 +32,9 @@ from rich.table import Table
 from engine.client.follow import Update
 
 #: Errors of a job shown under its summary (the view holds up to BULKIO_INLINE_ERRORS).
-SHOWN_ERRORS = 10
+SHOWN_ERRORS = 5
+#: Characters of every bar (the same for all, so that successive bars line up).
+BAR_WIDTH = 32
 STATUS_STYLE = {
     "completed": "green",
     "failed": "red",
@@ -100,7 +102,7 @@ class Output:
             return
         progress = Progress(
             TextColumn("[bold]{task.description:<9}"),
-            BarColumn(),
+            BarColumn(bar_width=BAR_WIDTH),
             TaskProgressColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
@@ -122,7 +124,7 @@ class Output:
             return
         progress = Progress(
             TextColumn("[bold]{task.description:<9}"),
-            BarColumn(),
+            BarColumn(bar_width=BAR_WIDTH),
             TaskProgressColumn(),
             TextColumn("{task.fields[counts]}"),
             TextColumn("{task.fields[rate]}"),
@@ -164,11 +166,10 @@ class Output:
             self.err.print(_errors_table(errors[:SHOWN_ERRORS], int(view.get("error_count") or 0)))
         if rejected and report_command:
             self.err.print(
-                f"Full error report ({_count(view.get('error_count'))} errors): "
-                f"[bold]{escape(report_command)}[/]",
-                soft_wrap=True,
+                f"The whole error report ({_count(view.get('error_count'))} errors):",
                 highlight=False,
             )
+            self.err.print(f"  [bold]{escape(report_command)}[/]", soft_wrap=True, highlight=False)
 
     def jobs(self, jobs: list[dict[str, Any]], next_cursor: str | None) -> None:
         """The job list as a table (not with --json or a piped stdout: the JSON is the list)."""
@@ -242,8 +243,9 @@ def _errors_table(errors: list[dict[str, Any]], total: int) -> Table:
     title = f"First {len(errors)} of {total:,} errors" if total > len(errors) else "Errors"
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     for name, justify in (("row", "right"), ("line", "right"), ("field", "left"),
-                          ("code", "left"), ("message", "left"), ("value", "left")):  # fmt: skip
+                          ("code", "left"), ("message", "left")):  # fmt: skip
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    table.add_column("value", overflow="ellipsis", no_wrap=True, max_width=32)
     for e in errors:
         value = e.get("value")
         table.add_row(

@@ -58,7 +58,7 @@ def test_an_import_with_defects_prints_its_job_and_exits_0(
     # stderr is no terminal: no bars, no tables; the summary line and the report's command.
     assert "━" not in done.stderr
     assert f"job {job['job_id']} completed: 3,000 records" in done.stderr
-    assert f"bulkio jobs errors {job['job_id']} -o errors-{job['job_id']}.csv" in done.stderr
+    assert f"bulkio jobs errors {job['job_id']} -o errors-{job['job_id'][:8]}.csv" in done.stderr
 
 
 def test_strict_exits_5_when_records_were_rejected_and_0_when_none_were(
