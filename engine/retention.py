@@ -1,11 +1,13 @@
 """Retention: finished jobs older than the retention period are deleted with all they own.
 
 A job owns its uploaded file (``imports/<id>/…``), its export result (``exports/<id>/…``, named by
-``result_key``), its error rows (``job_errors``), its events (``job_events``), its idempotency
-key and its ``job_keys``. Only finished jobs (completed, failed, cancelled) are deleted, counted
-from ``finished_at``; queued and running jobs are never touched, however old. ``job_keys`` (a
-validate_only job's accepted keys, keys other jobs took over from an import) are read only while
-their job runs: every run deletes those of all finished jobs, whatever their age.
+``result_key``), its error rows (``job_errors``), its events (``job_events``), its webhook
+deliveries with their attempts (``webhook_deliveries``, ``webhook_attempts``: ON DELETE CASCADE
+from the job, a handful per job), its idempotency key and its ``job_keys``. Only finished jobs
+(completed, failed, cancelled) are deleted, counted from ``finished_at``; queued and running jobs
+are never touched, however old. ``job_keys`` (a validate_only job's accepted keys, keys other jobs
+took over from an import) are read only while their job runs: every run deletes those of all
+finished jobs, whatever their age.
 
 Objects go first, then rows, without a transaction held open in between (deleting objects can
 take long on S3): a run that dies half way leaves rows whose objects may be gone, and the next run

@@ -57,6 +57,10 @@ USER_AGENT = f"bulkio-webhooks/{__version__}"
 #: The error of an attempt whose worker stopped before it had a result.
 LOST = "no result: the worker sending it stopped (its lease ran out)"
 _RNG = random.Random()
+#: How often a waiting loop looks whether its worker is stopping (no query: a socket poll).
+STOP_CHECK_SECONDS = 0.5
+#: Pause after a failed round of the loop (database unreachable), doubling up to the maximum.
+RETRY_PAUSE = (1.0, 30.0)
 
 
 def retry_delays(settings: Settings) -> tuple[int, ...]:
@@ -381,6 +385,7 @@ class DeliveryLoop:
         )
         executor = ThreadPoolExecutor(self.size, thread_name_prefix="webhook")
         conn: psycopg.Connection[Any] | None = None
+        pause = RETRY_PAUSE[0]
         try:
             while not stop.is_set():
                 try:
@@ -389,14 +394,16 @@ class DeliveryLoop:
                             self.settings.database_url, name="bulkio-webhooks", idle_ms=idle
                         )
                         conn.execute(f"LISTEN {webhooks.CHANNEL}")
-                    self._round(conn, pool, executor)
+                    self._round(conn, pool, executor, stop)
+                    pause = RETRY_PAUSE[0]
                 except Exception:
                     log.warning("webhook delivery round failed", exc_info=True)
                     if conn is not None:
                         with contextlib.suppress(Exception):
                             conn.close()
                     conn = None
-                    stop.wait(1)
+                    stop.wait(pause)
+                    pause = min(pause * 2, RETRY_PAUSE[1])
         finally:
             executor.shutdown(wait=True)
             if conn is not None:
@@ -404,7 +411,11 @@ class DeliveryLoop:
             pool.close()
 
     def _round(
-        self, conn: psycopg.Connection[Any], pool: ConnectionPool[Any], executor: ThreadPoolExecutor
+        self,
+        conn: psycopg.Connection[Any],
+        pool: ConnectionPool[Any],
+        executor: ThreadPoolExecutor,
+        stop: threading.Event,
     ) -> None:
         """Start what is due (as many as there are free slots), then wait for more."""
         with self._lock:
@@ -422,7 +433,7 @@ class DeliveryLoop:
                 return  # perhaps more are due: look again at once
         cap = float(self.settings.reconcile_seconds)
         if free <= 0:
-            self._freed.wait(cap)
+            self._freed.wait(min(cap, STOP_CHECK_SECONDS))
             self._freed.clear()
             return
         row = conn.execute(
@@ -430,8 +441,13 @@ class DeliveryLoop:
             "FROM webhook_deliveries WHERE state = 'pending'"
         ).fetchone()
         due_in = cap if row is None or row[0] is None else float(row[0])
-        for _ in conn.notifies(timeout=min(max(due_in, 0.05), cap), stop_after=1):
-            pass
+        deadline = time.monotonic() + min(max(due_in, 0.05), cap)
+        while not stop.is_set():  # in slices: a stopping worker does not wait out the cap
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            for _ in conn.notifies(timeout=min(left, STOP_CHECK_SECONDS), stop_after=1):
+                return
 
     def _done(self, future: Future[Outcome | None]) -> None:
         with self._lock:

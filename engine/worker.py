@@ -185,12 +185,13 @@ def run_worker(settings: Settings) -> None:
         name="retention",
         daemon=True,
     ).start()
-    threading.Thread(
+    deliveries = threading.Thread(
         target=DeliveryLoop(settings, runtime.worker_id).run,
         args=(stop,),
         name="webhooks",
         daemon=True,
-    ).start()
+    )
+    deliveries.start()
     log.info("worker ready", extra={"worker": runtime.worker_id, "queue": settings.queue_name})
     while not received:
         time.sleep(0.1)
@@ -199,5 +200,7 @@ def run_worker(settings: Settings) -> None:
     stop.set()
     started = time.monotonic()
     worker.stop(timeout=60_000)
+    # Deliveries in flight end within their timeout; one cut short would be sent again anyway.
+    deliveries.join(settings.webhook_timeout_seconds + settings.reconcile_seconds)
     broker.close()
     log.info("worker stopped", extra={"seconds": round(time.monotonic() - started, 2)})
