@@ -146,7 +146,9 @@ class Follower:
             left = self._left()
             read = STREAM_READ if left is None else min(STREAM_READ, left)
             try:
-                with self.service.events(self.job_id, after, read) as stream:
+                with self.service.events(
+                    self.job_id, after, read, on_line=self._check_deadline
+                ) as stream:
                     for event in stream:
                         broken = 0
                         after = event.seq

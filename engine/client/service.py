@@ -212,9 +212,17 @@ class Service:
         )
 
     @contextmanager
-    def events(self, job_id: str, after: int, read_timeout: float) -> Iterator[Iterator[Event]]:
+    def events(
+        self,
+        job_id: str,
+        after: int,
+        read_timeout: float,
+        on_line: Callable[[], None] = lambda: None,
+    ) -> Iterator[Iterator[Event]]:
         """The job's Server-Sent Events after ``after``; an empty stream when the job has ended
-        and nothing follows (204). :class:`StreamUnavailable` when the server cannot stream."""
+        and nothing follows (204). :class:`StreamUnavailable` when the server cannot stream.
+        ``on_line`` is called for every line received, keep-alive comments included (a caller's
+        deadline must pass while the stream only sends keep-alives)."""
         require_token(self.target)
         headers = {"Accept": EVENT_STREAM, "Last-Event-ID": str(after)}
         timeout = httpx.Timeout(CONNECT_TIMEOUT, read=max(read_timeout, 0.05))
@@ -235,7 +243,7 @@ class Service:
                 return
             if not res.headers.get("content-type", "").startswith(EVENT_STREAM):
                 raise StreamUnavailable("the events route did not answer with an event stream")
-            yield parse(res.iter_lines())
+            yield parse(_ticking(res.iter_lines(), on_line))
 
     # ------------------------------------------------------------------ downloads
 
@@ -275,6 +283,12 @@ class Service:
         finally:
             if not authorized:
                 client.close()
+
+
+def _ticking(lines: Iterator[str], tick: Callable[[], None]) -> Iterator[str]:
+    for line in lines:
+        tick()
+        yield line
 
 
 def partial_path(target: Path) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -214,6 +214,26 @@ def test_the_deadline_ends_the_wait_with_the_latest_view() -> None:
         list(f.updates())
     assert exc.value.job["status"] == "queued"
     assert clock.now == pytest.approx(3.0) and sum(clock.sleeps) == pytest.approx(3.0)
+
+
+def test_the_deadline_passes_while_the_stream_sends_only_keep_alives() -> None:
+    clock_ref: list[Clock] = []
+
+    def events(request: httpx.Request) -> httpx.Response:
+        def body() -> Iterator[bytes]:
+            yield sse((1, "queued", {}), comment=False)
+            for _ in range(1000):  # a keep-alive every 15 s, for over four hours
+                clock_ref[0].now += 15
+                yield b": keep-alive\n\n"
+
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+    server = Server([view("queued")], events)
+    f, clock = follower(server, view("queued"), timeout=40.0)
+    clock_ref.append(clock)
+    with pytest.raises(WaitTimedOut, match="still queued after 40 s"):
+        list(f.updates())
+    assert 40 <= clock.now <= 45
 
 
 def test_a_refused_token_is_not_mistaken_for_a_missing_stream() -> None:
