@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 
 from api.auth import TokenCache
 from api.downloads import DownloadController
+from api.error_pages import ErrorPageController
 from api.event_hub import hub_lifespan
 from api.events import JobEventsController
 from api.exports import ExportController
@@ -27,6 +28,7 @@ from api.openapi import describe_exports
 from api.problems import HANDLERS
 from api.ratelimit import RateLimiter, add_rate_headers
 from api.state import AppState
+from api.ui import ROUTES as UI_ROUTES
 from api.webhooks import WebhookController
 from engine import __version__, db
 from engine.logs import setup_logging
@@ -89,11 +91,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         health,
         metrics_endpoint,
         ImportController,
+        ErrorPageController,
         JobController,
         JobEventsController,
         ExportController,
         DownloadController,
         WebhookController,
+        *UI_ROUTES,
     ]
     app = Litestar(
         route_handlers=routes,

@@ -143,6 +143,62 @@ def first_errors(conn: psycopg.Connection[Any], job_id: str, limit: int) -> list
         return cur.fetchall()
 
 
+#: A place in a job's error rows, in report order: ``(row, field, code)``, where the field of a
+#: record-level error (no field) is ``""``, which sorts first.
+ErrorKey = tuple[int, str, str]
+#: Error rows in report order; "C" collation: the same order whatever the database's locale.
+_ERROR_ORDER = 'row_no, coalesce(field, \'\') COLLATE "C", code COLLATE "C"'
+
+
+def error_page(
+    conn: psycopg.Connection[Any],
+    job_id: str,
+    *,
+    limit: int,
+    after: ErrorKey | None = None,
+    field: str | None = None,
+    code: str | None = None,
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` error rows after ``after`` (keyset paging: each page reads from the
+    (job_id, row_no) index where the previous one ended), only those of ``field`` and ``code``
+    when given. Only the conditions in use are in the SQL text, never as a prepared statement: a
+    generic plan would not know which filters are empty."""
+    where = ["job_id = %(job)s"]
+    params: dict[str, Any] = {"job": job_id, "limit": limit}
+    if field is not None:
+        where.append("field = %(field)s")
+        params["field"] = field
+    if code is not None:
+        where.append("code = %(code)s")
+        params["code"] = code
+    if after is not None:
+        where.append(
+            "row_no >= %(row)s AND (row_no > %(row)s OR "
+            """(coalesce(field, '') COLLATE "C", code COLLATE "C") > (%(f)s, %(c)s))"""
+        )
+        params.update(row=after[0], f=after[1], c=after[2])
+    sql = (
+        "SELECT row_no AS row, line_no AS line, field, code, message, value FROM job_errors "
+        f"WHERE {' AND '.join(where)} ORDER BY {_ERROR_ORDER} LIMIT %(limit)s"
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, params, prepare=False)
+        return cur.fetchall()
+
+
+def error_counts(
+    conn: psycopg.Connection[Any], job_id: str, limit: int
+) -> list[tuple[str | None, str, int]]:
+    """The job's stored error rows counted by (field, code), most frequent first; at most
+    ``limit`` pairs (a resource has a handful of fields and codes)."""
+    rows = conn.execute(
+        "SELECT field, code, count(*) FROM job_errors WHERE job_id = %s GROUP BY field, code "
+        'ORDER BY count(*) DESC, field COLLATE "C" NULLS FIRST, code COLLATE "C" LIMIT %s',
+        (job_id, limit),
+    ).fetchall()
+    return [(r[0], str(r[1]), int(r[2])) for r in rows]
+
+
 # ---------------------------------------------------------------- idempotency
 
 

@@ -41,6 +41,8 @@ OPERATIONS = [
     ("POST", "/v1/imports"),
     ("GET", "/v1/imports/{job_id}"),
     ("GET", "/v1/imports/{job_id}/errors"),
+    ("GET", "/v1/imports/{job_id}/errors/page"),
+    ("GET", "/v1/imports/{job_id}/errors/summary"),
     ("GET", "/v1/jobs"),
     ("GET", "/v1/jobs/{job_id}"),
     ("POST", "/v1/jobs/{job_id}/cancel"),
