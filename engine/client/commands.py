@@ -245,7 +245,7 @@ def cli() -> None:
     """
 
 
-@cli.command("import", epilog=EXIT_HELP)
+@cli.command("import", epilog=EXIT_HELP, short_help="Upload a file and follow its import job.")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("-r", "--resource", required=True, help="users, articles or comments.")
 @click.option(
@@ -315,7 +315,7 @@ def import_(
         return follow_job(s, view, timeout, strict)
 
 
-@cli.command("export", epilog=EXIT_HELP)
+@cli.command("export", epilog=EXIT_HELP, short_help="Export a resource to a file.")
 @click.argument("resource")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path, allow_dash=True),
               help="File to write ('-': stdout).")  # fmt: skip
@@ -421,7 +421,7 @@ def _export_job(
 # ---------------------------------------------------------------------- jobs
 
 
-@cli.group("jobs", epilog=EXIT_HELP)
+@cli.group("jobs", epilog=EXIT_HELP, short_help="List, show, watch, cancel jobs; error reports.")
 def jobs_group() -> None:
     """List, show, watch and cancel jobs; download an import's error report."""
 
@@ -577,7 +577,7 @@ def jobs_errors(
 # ---------------------------------------------------------------------- login
 
 
-@cli.command("login")
+@cli.command("login", short_help="Save a server and token as a named profile.")
 @click.option("--profile", metavar="NAME", help="Default: $BULKIO_PROFILE, else 'default'.")
 @click.option("--url", metavar="URL", help="The server (asked for when not given).")
 @click.option("--token", metavar="TOKEN", help="The API token ('-': read from stdin; asked for, "

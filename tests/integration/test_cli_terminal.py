@@ -145,3 +145,58 @@ def test_with_stderr_redirected_there_are_no_bars_and_no_json_on_a_terminal_stdo
     log = err.read_text()
     assert "━" not in log and "\x1b" not in log
     assert re.search(r"job \S+ completed: 1,000 records", log), log
+
+
+def test_login_asks_for_what_is_missing_and_hides_the_token(
+    service: Bulkio, tmp_path: Path
+) -> None:
+    home = tmp_path / "config"
+    url = f"http://127.0.0.1:{service.port}"
+    child = pexpect.spawn(
+        BULKIO,
+        ["login", "--profile", "work"],
+        env={**client_env(None, home), "TERM": "xterm-256color"},
+        encoding="utf-8",
+        timeout=60,
+    )
+    child.expect("Server URL")
+    child.sendline(url)
+    child.expect("API token")
+    child.sendline(service.token)
+    child.expect(pexpect.EOF)
+    shown = child.before
+    child.close()
+    assert child.exitstatus == 0, shown
+    assert service.token not in shown  # typed without echo
+    assert "saved profile 'work'" in shown
+    saved = (home / "bulkio" / "config.toml").read_text()
+    assert f'url = "{url}"' in saved and f'token = "{service.token}"' in saved
+
+
+def test_ctrl_c_stops_watching_and_says_how_to_resume(
+    service: Bulkio, env: dict[str, str], datadir: Path
+) -> None:
+    for worker in service.workers:  # the job stays queued; the fixture restarts a worker
+        worker.stop()
+    path, _ = make(datadir, "users", "csv", 1000, seed=55)
+    res = service.upload(path, "users")
+    assert res.status_code == 202, res.text
+    job_id = res.json()["job_id"]
+    child = pexpect.spawn(
+        BULKIO,
+        ["jobs", "watch", job_id],
+        env={**env, "TERM": "xterm-256color"},
+        dimensions=(50, 140),
+        encoding="utf-8",
+        timeout=60,
+    )
+    child.expect("queued")
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    shown = CONTROL.sub("", child.before)
+    child.close()
+    assert child.exitstatus == 130, shown
+    assert f"stopped watching; job {job_id} goes on. Resume with: bulkio jobs watch {job_id}" in (
+        shown.replace("\r\n", "")
+    )
+    assert service.client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
