@@ -21,6 +21,10 @@ CLASSIFIED = "bulkio_classified"
 UNFINISHED_IMPORTS = (
     "SELECT j.id FROM jobs j WHERE j.kind = 'import' AND j.status IN ('queued', 'running')"
 )
+#: How old the statement snapshot's xmin is, for ``age(t.xmin) > …``: "this row version was
+#: written by a transaction that ended before the snapshot" (xid has no ordering operator; both
+#: ages count back from the same transaction). Evaluated once per statement (an InitPlan).
+_SNAPSHOT_XMIN_AGE = "(SELECT age(pg_snapshot_xmin(pg_current_snapshot())::xid))"
 
 #: Staging type of each kind: UUIDs stay text in staging (binary COPY of a string into uuid fails)
 #: and are cast by the server while merging.
@@ -331,8 +335,12 @@ def fast_upsert(resource: Resource, job_id: str, mode: str, *, plain: bool = Fal
     A row is not overwritten here when an import job that may still write wrote it (its keys
     must be recorded for that job, which :func:`upsert` does), nor when its writer changed
     after this statement's snapshot (that writer might be a job too new for the snapshot to
-    show): the row is not applied, and the classification takes the batch. The caller also
-    checks :func:`taken_keys` (a key another job took over from this one must be rejected)."""
+    show): the row is not applied, and the classification takes the batch. Telling the latter
+    costs nothing for a row version older than the snapshot's xmin (``age(xmin)``: written by a
+    transaction that had ended, so its job is in the snapshot), else a lookup of the row as the
+    snapshot sees it (measured on 200K re-imported users: backend CPU 1.76 s without the guard,
+    1.77 s with it, 1.95 s with that lookup for every row). The caller also checks
+    :func:`taken_keys` (a key another job took over from this one must be rejected)."""
     job = f"'{uuid.UUID(job_id)}'::uuid"
     table = resource.table
     names = [c.name for c in resource.columns]
@@ -344,8 +352,9 @@ def fast_upsert(resource: Resource, job_id: str, mode: str, *, plain: bool = Fal
         + ", ".join(f"{n} = EXCLUDED.{n}" for n in [*names[1:], "last_import_job"])
         + f" WHERE {table}.last_import_job IS DISTINCT FROM {job} AND ("
         f"{table}.last_import_job IS NULL OR {table}.last_import_job NOT IN "
-        f"({UNFINISHED_IMPORTS}) AND EXISTS (SELECT 1 FROM {table} v WHERE v.id = {table}.id "
-        f"AND v.last_import_job = {table}.last_import_job))"
+        f"({UNFINISHED_IMPORTS}) AND (age({table}.xmin) > {_SNAPSHOT_XMIN_AGE} OR EXISTS ("
+        f"SELECT 1 FROM {table} v WHERE v.id = {table}.id "
+        f"AND v.last_import_job = {table}.last_import_job)))"
         if updates
         else ""
     )

@@ -10,6 +10,8 @@ PostgreSQL, batches applied in a chosen interleaving.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -245,3 +247,53 @@ def test_cleanup_deletes_the_job_keys_of_finished_jobs_at_once(
     keys = pg.execute("SELECT DISTINCT job_id::text FROM job_keys").fetchall()
     assert keys == [(r.id,)]
     assert pg.execute("SELECT count(*) FROM jobs WHERE id = %s", (a.id,)).fetchone() == (1,)
+
+
+def test_a_job_too_new_for_the_fast_upserts_snapshot_keeps_its_keys(
+    pg: psycopg.Connection[Any], bulk: Any, url: str
+) -> None:
+    """Job N writes X in a transaction B's fast upsert waits for, and N's job row appears only
+    after that statement's snapshot: B must not overwrite X without recording it for N."""
+    for tag in ("p", "q", "x"):
+        pg.execute(
+            "INSERT INTO users (id, email, name, role, created_at) "
+            "VALUES (%s, %s, 'old', 'reader', now())",
+            (uid(tag), f"{tag}@example.com"),
+        )
+    b = Job(
+        pg,
+        bulk,
+        [[user(tag, f"{tag}@example.com", "B")] for tag in ("p", "q", "x")],
+    )
+    # Two batches of existing rows: the direct COPY and the plain INSERT miss twice and are
+    # dropped, so the third batch starts with the fast upsert.
+    assert b.next() == (0, 1, 0) and b.next() == (0, 1, 0)
+    new_job = str(uuid.uuid4())
+    outcome: list[tuple[int, int, int]] = []
+    with psycopg.connect(url) as writer:  # job N's batch, not yet committed
+        writer.execute(
+            "UPDATE users SET name = 'N', last_import_job = %s WHERE id = %s", (new_job, uid("x"))
+        )
+        worker = threading.Thread(target=lambda: outcome.append(b.next()))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while pg.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%%ON CONFLICT (id) DO UPDATE%%'"
+        ).fetchone() != (1,):
+            assert time.monotonic() < deadline, "the fast upsert did not wait for job N's row"
+            time.sleep(0.02)
+        pg.execute(
+            "INSERT INTO jobs (id, kind, resource, format, mode, status, lease_owner, "
+            "lease_expires) VALUES (%s, 'import', 'users', 'ndjson', 'upsert', 'running', 'n', "
+            "now() + interval '1 hour')",
+            (new_job,),
+        )
+        writer.commit()
+        worker.join(timeout=30)
+    assert outcome == [(0, 1, 0)]
+    assert row(pg, "x") == ("x@example.com", "B", b.id)
+    keys = pg.execute(
+        "SELECT key FROM job_keys WHERE job_id = %s ORDER BY key", (new_job,)
+    ).fetchall()
+    assert keys == [(f"id:{uid('x')}",), ("nk:x@example.com",)]
