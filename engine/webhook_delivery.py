@@ -247,6 +247,7 @@ def record(
                 (outcome.status, item.id, item.token),
             )
         elif outcome.status == 410:
+            _fail(conn, item, outcome.status, f"{outcome.error}; the endpoint is disabled")
             disable(conn, item.endpoint_id, f"the receiver answered 410 Gone ({item.url})")
         elif wait is None:
             _fail(conn, item, outcome.status, outcome.error)

@@ -17,6 +17,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 @dataclass
 class Received:
     at: float  # time.monotonic() when the request was read
+    path: str
     headers: dict[str, str]
     body: bytes
     #: For each secret the receiver knows: whether the reference library verified the request.
@@ -83,7 +84,9 @@ class Receiver:
                 verified[secret] = False
         with self.arrived:
             answer = self.script.pop(0) if self.script else Answer()
-            self.received.append(Received(time.monotonic(), headers, body, verified, answer.status))
+            self.received.append(
+                Received(time.monotonic(), handler.path, headers, body, verified, answer.status)
+            )
             self.arrived.notify_all()
         if answer.stall is not None:
             answer.stall.wait(120)

@@ -254,6 +254,25 @@ def test_retry_after_is_honoured(
     assert done["attempts"][0]["error"].startswith(f"HTTP {status}")
 
 
+def test_a_redirect_is_a_failed_attempt_and_is_not_followed(
+    hooks: Bulkio, datadir: Path, receivers: list[Receiver]
+) -> None:
+    receiver = Receiver()
+    receiver.script.append(Answer(302, {"Location": receiver.url + "/elsewhere"}))
+    receivers.append(receiver.start())
+    endpoint = _register(hooks, receiver.url, ["import.completed"])
+    _import(hooks, datadir, seed=14)
+    first, second = receiver.wait_for(2, why=hooks.logs)
+    assert [first.path, second.path] == ["/hooks", "/hooks"]  # retried, never redirected
+    [done] = _until(
+        lambda: [d for d in _deliveries(hooks, endpoint["id"]) if d["state"] == "delivered"],
+        hooks,
+        "delivered",
+    )
+    failed = done["attempts"][0]
+    assert failed["status_code"] == 302 and "redirects are not followed" in failed["error"]
+
+
 def test_410_disables_the_endpoint(hooks: Bulkio, datadir: Path, receivers: list[Receiver]) -> None:
     receiver = Receiver(script=[Answer(410)]).start()
     receivers.append(receiver)
