@@ -255,3 +255,39 @@ def test_nothing_can_be_added_between_the_check_and_the_commit(
         loader.close()
     assert seen == ["waited"]
     add_audit_trigger(pg)  # once committed, it goes through
+
+
+CHANGES = {
+    "trigger": None,  # add_audit_trigger
+    "rule": "CREATE RULE audit AS ON INSERT TO comments DO ALSO NOTHING",
+    "foreign key": "ALTER TABLE comments ADD COLUMN reviewer uuid REFERENCES users (id)",
+    "deferrable constraint": f"ALTER TABLE comments {DEFERRABLE['exclusion']}",
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_any_change_mid_job_sends_the_rest_of_the_job_to_the_triggers(
+    pg: psycopg.Connection[Any], bulk: Any, url: str, change: str
+) -> None:
+    first, second, third = batches([bodies("one"), bodies("two"), bodies("three")])
+    loader = BatchLoader(
+        bulk, COMMENTS, start_job(pg), "upsert", "w", 3600, connect=lambda: connect_bulk(url)
+    )
+    try:
+        loader.apply(first)
+        ahead = loader.prepare(second.valid)
+        assert ahead.hold is not None and ahead.hold.result(timeout=30) is not None
+        sql = CHANGES[change]
+        if sql is None:
+            add_audit_trigger(pg)
+        else:
+            pg.execute(sql)
+        assert loader._set_based
+        assert loader.apply(second, ahead).inserted == ROWS
+        assert not loader._set_based
+        assert loader.prepare(third.valid).hold is None  # nothing locked for it any more
+        assert loader.apply(third).inserted == ROWS
+    finally:
+        loader.close()
+        pg.execute("DROP RULE IF EXISTS audit ON comments")
+        pg.execute("ALTER TABLE comments DROP COLUMN IF EXISTS reviewer")
