@@ -11,6 +11,7 @@ import json
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -434,3 +435,56 @@ def test_endpoints_are_their_owners_and_hear_only_their_owners_jobs(
     assert hooks.client.get(base).json()["owner"] == "alice"
     assert alice.delete(base).status_code == 204
     assert alice.get(base).status_code == 404
+
+
+def test_the_outbox_row_is_written_by_the_transaction_that_ends_the_job(
+    hooks: Bulkio, receivers: list[Receiver]
+) -> None:
+    """Straight on the tables: ending a job writes its delivery in the same transaction (gone
+    with a rollback), one per matching enabled endpoint of the job's owner, and NOTIFY wakes
+    the delivery loops at commit."""
+    receiver = Receiver().start()
+    receivers.append(receiver)
+    url = hooks.env["BULKIO_DATABASE_URL"]
+    hooks_only = ["webhooks:write", "webhooks:read", "imports:read", "exports:read"]
+    carol = hooks.client_for(make_token(url, "carol", hooks_only))
+    ids = [
+        carol.post("/v1/webhooks", json={"url": receiver.url, "event_types": types}).json()["id"]
+        for types in (["import.failed"], ["import.failed", "export.failed"], ["import.completed"])
+    ]
+    job_id = str(uuid.uuid4())
+    with psycopg.connect(url, autocommit=True) as conn, psycopg.connect(url) as tx:
+        conn.execute("LISTEN bulkio_webhooks")
+        conn.execute(
+            # running under a live lease: the reconciler leaves it alone
+            "INSERT INTO jobs (id, kind, resource, format, owner, status, started_at, "
+            "lease_owner, lease_expires) VALUES (%s, 'import', 'users', 'csv', 'carol', "
+            "'running', now(), 'test', now() + interval '1 hour')",
+            (job_id,),
+        )
+
+        def end_job() -> list[tuple[Any, ...]]:
+            tx.execute(
+                "UPDATE jobs SET status = 'failed', error = 'boom', finished_at = now() "
+                "WHERE id = %s",
+                (job_id,),
+            )
+            return tx.execute(
+                "SELECT endpoint_id::text, event_type, data->>'status', data->>'error' "
+                "FROM webhook_deliveries WHERE job_id = %s ORDER BY endpoint_id",
+                (job_id,),
+            ).fetchall()
+
+        inside = end_job()
+        assert sorted(inside) == sorted([(i, "import.failed", "failed", "boom") for i in ids[:2]])
+        tx.rollback()
+        assert conn.execute("SELECT count(*) FROM webhook_deliveries").fetchone() == (0,)
+        assert list(conn.notifies(timeout=0.5)) == []
+        end_job()
+        tx.commit()
+        assert [n.channel for n in conn.notifies(timeout=10, stop_after=1)] == ["bulkio_webhooks"]
+        rows = conn.execute(
+            "SELECT count(*) FROM webhook_deliveries WHERE job_id = %s", (job_id,)
+        ).fetchone()
+        assert rows == (2,)
+    receiver.wait_for(2, why=hooks.logs)
