@@ -24,11 +24,12 @@ from api.health import health, metrics_endpoint
 from api.imports import ImportController
 from api.jobs_routes import JobController
 from api.limits import DEFAULT_BODY_BYTES, Slots
-from api.openapi import describe_exports
+from api.openapi import describe_exports, describe_uploads
 from api.problems import HANDLERS
 from api.ratelimit import RateLimiter, add_rate_headers
 from api.state import AppState
 from api.ui import ROUTES as UI_ROUTES
+from api.uploads import UploadController, UploadDataController
 from api.webhooks import WebhookController
 from engine import __version__, db
 from engine.logs import setup_logging
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ExportController,
         DownloadController,
         WebhookController,
+        UploadController,
+        UploadDataController,
         *UI_ROUTES,
     ]
     app = Litestar(
@@ -118,4 +121,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=DEFAULT_BODY_BYTES,
     )
     describe_exports(app.openapi_schema, catalog(settings.user_roles))
+    describe_uploads(app.openapi_schema, settings.max_upload_bytes)
     return app

@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any
 
 import anyio.to_thread
+import msgspec
 import polars as pl
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
@@ -23,6 +24,7 @@ from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import JobView
 from api.state import AppState
 from api.streaming import STREAM_CONNECTION, ClosingStream, GuardedStream
+from api.uploads import import_job, upload_source
 from api.views import download_url, events_url, job_view
 from engine import db, jobs
 from engine.auth import Principal
@@ -38,6 +40,9 @@ REPORT_FORMATS = ("ndjson", "json", "csv")
 REPORT_COLUMNS = ["row", "line", "field", "code", "message", "value"]
 #: Largest ``max_errors`` (a job's ``failed`` counter is a PostgreSQL bigint).
 MAX_ERRORS_LIMIT = 2**63 - 1
+#: Members of a JSON import request, and its largest body.
+JSON_FIELDS = ("upload_id", "resource", "format", "mode", "max_errors")
+JSON_REQUEST_BYTES = 64 * 1024
 #: ``code`` of the record that ends an error report holding only the first error rows.
 TRUNCATED = "errors_truncated"
 
@@ -72,6 +77,45 @@ def clean_file_name(name: str | None) -> str | None:
         return None
     cleaned = "".join(ch for ch in name if ch.isprintable())[:255]
     return cleaned or None
+
+
+async def _json_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The members of a JSON import request (an upload session's import), as form fields."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > JSON_REQUEST_BYTES:
+            raise Problem(413, f"a JSON import request is at most {JSON_REQUEST_BYTES} bytes")
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise Problem(400, f"the JSON body is malformed: {exc}") from exc
+    if not isinstance(data, dict):
+        raise Problem(400, "the JSON body must be an object")
+    unknown = sorted(set(data) - set(JSON_FIELDS))
+    if unknown:
+        raise Problem(
+            400,
+            f"unknown members {', '.join(map(repr, unknown))} (known: {', '.join(JSON_FIELDS)})",
+        )
+    fields = {}
+    for name, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise Problem(
+                400,
+                f"{name!r} must be a string"
+                + (" or a whole number" if name == "max_errors" else ""),
+            )
+        fields[name] = str(value).strip()
+    if not fields.get("upload_id"):
+        raise Problem(
+            400,
+            "a JSON import request names its 'upload_id' (POST /v1/uploads); send a file as "
+            "multipart/form-data, or as a raw body with ?resource=...",
+        )
+    return fields
 
 
 async def _small(chunks: AsyncIterator[bytes], name: str) -> str:
@@ -152,10 +196,14 @@ class ImportController(Controller):
                                 stored = True
                             else:
                                 await upload.drain(data)
-                        elif part.name in ("resource", "format", "mode", "max_errors"):
+                        elif part.name in ("resource", "format", "mode", "max_errors", "upload_id"):
                             fields[part.name] = await _small(data, part.name)
                 except MultipartError as exc:
                     raise Problem(400, str(exc)) from exc
+            elif content_type.startswith("application/json") and "resource" not in fields:
+                # A JSON request names an upload session; a raw JSON *file* comes with
+                # ?resource=... as every raw body does.
+                fields.update(await _json_fields(request))
             else:
                 got_file = True
                 if stored_hash is None:
@@ -163,10 +211,19 @@ class ImportController(Controller):
                     stored = True
                 else:
                     await upload.drain(request.stream())
-            resource, fmt, mode = self._check(app, fields, file_name, got_file, upload.size)
+            source, size, sha = None, upload.size, upload.sha.hexdigest()
+            if "upload_id" in fields:  # an upload session's bytes, already stored
+                if got_file:
+                    raise Problem(400, "send either a file or an upload_id, not both")
+                source = await anyio.to_thread.run_sync(
+                    upload_source, app, fields["upload_id"], owner
+                )
+                file_name, got_file, size = source.file_name, True, int(source.size)
+                sha = f"upload={source.id}:{source.received_sha256}"
+            resource, fmt, mode = self._check(app, fields, file_name, got_file, size)
             max_errors = _max_errors(fields.get("max_errors"))
             cap = [] if max_errors is None else [f"max_errors={max_errors}"]
-            digest = jobs.request_hash(resource, fmt, mode, upload.sha.hexdigest(), *cap)
+            digest = jobs.request_hash(resource, fmt, mode, sha, *cap)
             if key is not None and stored_hash is not None:
                 job = await app.run(jobs.replay, owner, key, digest)
                 view = job_view(
@@ -176,21 +233,27 @@ class ImportController(Controller):
                     events_url=events_url(app, job),
                 )
                 return Response(view, status_code=202, headers={"Idempotent-Replayed": "true"})
-            create = partial(
-                app.slots.create_job,
-                principal,
-                slot,
-                job_id=job_id,
-                kind="import",
-                resource=resource,
-                fmt=fmt,
-                mode=mode,
-                owner=owner,
-                file_name=file_name,
-                object_key=object_key,
-                total_bytes=upload.size,
-                options=None if max_errors is None else {"max_errors": max_errors},
-            )
+            job_fields: dict[str, Any] = {
+                "job_id": job_id,
+                "kind": "import",
+                "resource": resource,
+                "fmt": fmt,
+                "mode": mode,
+                "owner": owner,
+                "options": None if max_errors is None else {"max_errors": max_errors},
+            }
+            if source is None:
+                create = partial(
+                    app.slots.create_job,
+                    principal,
+                    slot,
+                    file_name=file_name,
+                    object_key=object_key,
+                    total_bytes=upload.size,
+                    **job_fields,
+                )
+            else:  # the upload becomes the job's source, once
+                create = partial(import_job, app, principal, slot, source.id, **job_fields)
             job = await anyio.to_thread.run_sync(create)
             if key is not None:
                 await app.run(jobs.complete_key, owner, key, digest, job.id)

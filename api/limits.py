@@ -110,11 +110,14 @@ class Slots:
             log.warning("could not release a slot; it expires by itself", exc_info=True)
 
     @asynccontextmanager
-    async def upload(self, principal: Principal) -> AsyncIterator[str]:
-        """Hold an upload slot (within the token's job limit too) for the ``async with`` body."""
+    async def upload(self, principal: Principal, *, jobs: bool = True) -> AsyncIterator[str]:
+        """Hold an upload slot (within the token's job limit too, unless not ``jobs``: bytes of
+        an upload session, which becomes a job only when imported) for the ``async with``
+        body."""
         cap = self._settings.max_concurrent_uploads
+        job_limit = self.job_limit(principal) if jobs else None
         slot = await anyio.to_thread.run_sync(
-            self._take, principal, limits.UPLOAD, cap, self.job_limit(principal)
+            self._take, principal, limits.UPLOAD, cap, job_limit
         )
         try:
             yield slot

@@ -160,9 +160,41 @@ def import_body(
             "multipart/form-data": OpenAPIMediaType(
                 schema=form,
                 encoding={"file": Encoding(headers={"Content-Disposition": disposition})},
-            )
+            ),
+            "application/json": OpenAPIMediaType(schema=_upload_import(form)),
         },
     )
+
+
+def _upload_import(form: Schema) -> Schema:
+    """The JSON import of an upload session: the form's fields, ``upload_id`` for ``file``."""
+    assert form.properties is not None
+    fields = {name: value for name, value in form.properties.items() if name != "file"}
+    upload_id = Schema(
+        type=STRING,
+        format="uuid",  # type: ignore[arg-type]
+        description="A completed upload session of this token's owner (POST /v1/uploads); it "
+        "is imported once. Also accepted as a form field of multipart/form-data, without "
+        "`file`.",
+    )
+    return Schema(
+        type=OBJECT,
+        title="Import of an upload",
+        required=["upload_id", "resource"],
+        additional_properties=False,
+        properties={"upload_id": upload_id, **fields},
+    )
+
+
+def describe_uploads(openapi: OpenAPI, max_upload_bytes: int) -> None:
+    """An upload's ``size`` is at most BULKIO_MAX_UPLOAD_BYTES (a setting, so not in the
+    struct)."""
+    assert openapi.components is not None and openapi.components.schemas is not None
+    create = openapi.components.schemas["UploadCreate"]
+    assert create.properties is not None
+    size = create.properties["size"]
+    assert isinstance(size, Schema)
+    size.maximum = max_upload_bytes
 
 
 def _filter_schema(resource: Resource, flt: Filter) -> Schema:

@@ -180,3 +180,75 @@ class DeliveryList(msgspec.Struct):
     deliveries: list[DeliveryView]
     next_cursor: str | None
     next: str | None
+
+
+#: A SHA-256 in hexadecimal (either case).
+SHA256_HEX = r"^[0-9a-fA-F]{64}$"
+#: Text without control characters (C0, DEL, C1).
+NO_CONTROLS = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+
+class UploadCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """An upload session to open: the file's name (a label; it tells the format when an import
+    gives none), its exact size in bytes, and optionally its SHA-256 (checked on completion)."""
+
+    #: A label, without control characters; the stored object is named by the upload's id.
+    file_name: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NO_CONTROLS)]
+    size: Annotated[int, msgspec.Meta(ge=1)]
+    sha256: Annotated[str, msgspec.Meta(pattern=SHA256_HEX)] | None = None
+    content_type: Annotated[str, msgspec.Meta(max_length=200, pattern=NO_CONTROLS)] | None = None
+
+
+class PartDone(msgspec.Struct, forbid_unknown_fields=True):
+    part_number: Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+    etag: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class UploadComplete(msgspec.Struct, forbid_unknown_fields=True):
+    """S3: the parts as S3 answered their PUTs (null: the parts S3 lists); local store: empty."""
+
+    parts: Annotated[list[PartDone], msgspec.Meta(max_length=10_000)] | None = None
+
+
+class UploadPart(msgspec.Struct):
+    """One part of an S3 upload: one that arrived has its `etag`; a missing one a presigned
+    `url` to PUT its bytes to."""
+
+    part_number: int
+    size: int
+    etag: str | None = None
+    url: str | None = None
+
+
+class UploadView(msgspec.Struct, omit_defaults=False):
+    upload_id: str
+    #: open | completing | completed | rejected | imported
+    status: str
+    #: s3: PUT parts to their `url`s; local: PATCH `data_url` (tus-style offsets).
+    storage: str
+    file_name: str | None
+    content_type: str | None
+    size: int
+    #: The SHA-256 declared when the upload was created.
+    sha256: str | None
+    #: The SHA-256 of the bytes, once every byte arrived (local) or the upload is completed.
+    received_sha256: str | None
+    #: Bytes that arrived (local: the offset to send from).
+    received_bytes: int
+    part_size: int
+    parts_count: int
+    #: S3: every part, with an `etag` once arrived, else a fresh `url`; local: empty.
+    parts: list[UploadPart]
+    #: Local store: the signed URL to PATCH (append at `Upload-Offset`) and HEAD.
+    data_url: str | None
+    #: Seconds the part URLs / data URL stay valid (GET the upload again for fresh ones).
+    urls_expire_in: int | None
+    complete_url: str
+    created: str
+    #: The upload is removed if not imported by then (BULKIO_UPLOAD_EXPIRY_HOURS).
+    expires: str
+    completed: str | None = None
+    #: Why it was rejected (size or checksum mismatch).
+    error: str | None = None
+    #: The import job, once imported.
+    job_id: str | None = None

@@ -22,7 +22,9 @@ transaction and hold back vacuum for as long as it runs.
 
 Two leftovers without a job are swept too: objects under ``imports/`` or ``exports/`` whose job
 row does not exist (the API died between storing an upload and creating its job), and
-idempotency keys reserved by a request that never created a job.
+idempotency keys reserved by a request that never created a job. Upload sessions not imported
+by their expiry (BULKIO_UPLOAD_EXPIRY_HOURS) go too, with their bytes (engine/uploads.py's
+:func:`~engine.uploads.expire`), also when retention is off.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Any
 import obstore
 import psycopg
 
-from engine import db
+from engine import db, uploads
 from engine.jobs import TERMINAL
 from engine.settings import Settings
 from engine.storage import Storage
@@ -75,6 +77,8 @@ class CleanupReport:
     orphans: int = 0
     #: idempotency keys deleted whose request never created a job
     idempotency_keys: int = 0
+    #: upload sessions removed, with their bytes, because they expired before an import
+    uploads: int = 0
 
 
 def cleanup(
@@ -128,7 +132,8 @@ def cleanup(
     keys_deleted = conn.execute(
         "DELETE FROM idempotency_keys WHERE job_id IS NULL AND created_at < %s", (cutoff,)
     ).rowcount
-    report = CleanupReport(jobs, objects, orphans, keys_deleted)
+    expired = uploads.expire(conn, storage, now)
+    report = CleanupReport(jobs, objects, orphans, keys_deleted, expired)
     log.info(
         "retention cleanup done",
         extra={"older_than_days": older_than / timedelta(days=1), **_fields(report)},
@@ -178,6 +183,7 @@ def _fields(report: CleanupReport) -> dict[str, int]:
         "objects": report.objects,
         "orphans": report.orphans,
         "idempotency_keys": report.idempotency_keys,
+        "uploads": report.uploads,
     }
 
 
@@ -232,15 +238,16 @@ def _sweep_orphans(conn: psycopg.Connection[Any], storage: Storage, cutoff: date
 
 def cleanup_forever(settings: Settings, storage: Storage, stop: threading.Event) -> None:
     """A worker's periodic cleanup: every CLEANUP_EVERY_SECONDS, starting at once, in the one
-    worker that gets the advisory lock. Does nothing when ``retention_days`` is 0."""
-    if settings.retention_days <= 0:
-        return
+    worker that gets the advisory lock. Only expired upload sessions go when ``retention_days``
+    is 0."""
     while True:
         try:
             with db.connect(settings.database_url, name="bulkio-retention") as conn:
                 got = conn.execute("SELECT pg_try_advisory_lock(%s)", (CLEANUP_LOCK,)).fetchone()
-                if got and got[0]:
+                if got and got[0] and settings.retention_days > 0:
                     cleanup(conn, storage, timedelta(days=settings.retention_days))
+                elif got and got[0]:
+                    uploads.expire(conn, storage)
         except Exception:
             log.warning("retention cleanup failed; it runs again later", exc_info=True)
         if stop.wait(CLEANUP_EVERY_SECONDS):

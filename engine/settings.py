@@ -233,6 +233,17 @@ class Settings:
     max_decompressed_bytes: Annotated[int, Range(1)] = 20 * 1024**3
     #: Cap on the uploaded (compressed) body; larger uploads get 413.
     max_upload_bytes: Annotated[int, Range(1)] = 5 * 1024**3
+    #: Upload sessions (``POST /v1/uploads``) not imported this many hours after their creation
+    #: are removed by the retention run (S3: the multipart upload aborted; local: the file).
+    upload_expiry_hours: Annotated[int, Range(1, 30 * 24)] = 24
+    #: Expiry of an upload session's presigned part URLs (S3) and signed data URL (local store);
+    #: ``GET /v1/uploads/{id}`` hands out fresh ones.
+    upload_url_ttl_seconds: Annotated[int, Range(60, 7 * 86_400)] = 3600
+    #: Part size of S3 upload sessions (S3: at least 5 MiB); larger for files that would need
+    #: more than 10,000 parts.
+    upload_part_bytes: Annotated[int, Range(5 * 1024**2, 5 * 1024**3)] = 8 * 1024**2
+    #: Upload sessions one owner may hold at once, not yet imported or expired.
+    max_open_uploads: Annotated[int, Range(1, 100_000)] = 100
     #: Cap on one record's bytes (a CSV with an unbalanced quote fails instead of eating memory).
     max_record_bytes: Annotated[int, Range(64, 1024**3)] = 1024 * 1024
     user_roles: Annotated[tuple[str, ...], Text(64)] = DEFAULT_ROLES
@@ -306,6 +317,15 @@ class Settings:
     webhook_rotation_seconds: Annotated[int, Range(0, 30 * 86_400)] = 86_400
     #: Webhook deliveries one worker process sends at once.
     webhook_concurrency: Annotated[int, Range(1, 64)] = 4
+    #: Imports from a URL (``source_url``) may be ``http`` and reach loopback, private or shared
+    #: (CGNAT) addresses: development and tests only. Link-local, multicast and reserved
+    #: addresses stay refused.
+    url_import_allow_private: bool = False
+    #: Seconds a source URL has to accept the connection, and to send each next piece of the
+    #: answer (a stalled server fails the job).
+    url_import_timeout_seconds: Annotated[int, Range(1, 600)] = 30
+    #: Seconds the worker may spend fetching one source URL in all, redirects included.
+    url_import_deadline_seconds: Annotated[int, Range(1, 7 * 86_400)] = 3600
 
     def __post_init__(self) -> None:
         problems = [p for f in fields(self) if (p := _check(f.name, getattr(self, f.name)))]

@@ -15,8 +15,9 @@ import hmac
 import secrets
 import time
 from collections.abc import AsyncIterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -33,9 +34,28 @@ SIGNING_SECRET_NAME = "download_signing"
 
 
 @dataclass(frozen=True, slots=True)
+class S3Location:
+    """Where and how an S3 store writes: what engine/multipart.py needs to drive multipart
+    uploads part by part (obstore does not expose them)."""
+
+    bucket: str
+    prefix: str | None
+    region: str
+    endpoint: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = field(default="", repr=False)
+
+    def key(self, path: str) -> str:
+        """The object key of a store path (the store's prefix joined as obstore joins it)."""
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+
+@dataclass(frozen=True, slots=True)
 class Storage:
     store: Any
     kind: str  # "local" | "s3" | "memory"
+    #: S3 stores: their bucket, prefix, endpoint and credentials (engine/multipart.py).
+    s3: S3Location | None = None
 
     async def put_stream(self, path: str, chunks: AsyncIterable[bytes]) -> None:
         await obstore.put_async(self.store, path, chunks)
@@ -59,6 +79,12 @@ class Storage:
     def delete(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             obstore.delete(self.store, path)
+
+    def local_path(self, path: str) -> Path:
+        """The file of ``path`` in a local store (appends bypass obstore: engine/uploads.py)."""
+        if self.kind != "local":
+            raise ValueError(f"{self.kind} storage has no local files")
+        return Path(self.store.prefix) / path
 
     def presign(self, path: str, ttl: int) -> str | None:
         """A presigned GET URL (S3 only); None for stores the API must serve itself."""
@@ -88,7 +114,15 @@ def open_storage(settings: Settings) -> Storage:
             client_options={"allow_http": settings.s3_endpoint.startswith("http://")},
             **config,
         )
-        return Storage(store, "s3")
+        location = S3Location(
+            parsed.netloc,
+            parsed.path.strip("/") or None,
+            settings.s3_region,
+            settings.s3_endpoint,
+            settings.s3_access_key_id,
+            settings.s3_secret_access_key,
+        )
+        return Storage(store, "s3", location)
     raise ValueError(
         f"BULKIO_STORAGE_URL: unsupported scheme in {url!r} (file://, s3://, memory://)"
     )

@@ -1,0 +1,686 @@
+"""Upload sessions: a file sent straight to storage, resumable, checked, then imported once.
+
+The state is a row of ``uploads`` (migration 0012, which draws the status graph); the bytes go
+to the object store under ``uploads/<id>/data``:
+
+* **S3**: a multipart upload. The client PUTs each part to a presigned URL (engine/multipart.py);
+  what arrived is S3's own ListParts, so nothing is recorded per part. Completing checks that the
+  parts cover the declared size exactly, assembles them, then reads the object once, in the API
+  process that completes it, to compute its SHA-256 (S3 keeps no SHA-256 of a whole multipart
+  object).
+* **local store**: the client appends through the API (``PATCH /v1/uploads/{id}/data`` at an
+  offset, tus-style); the file's size is the offset, so a request cut half way keeps what
+  arrived. The SHA-256 is computed while appending: each upload's running hash stays in the
+  process between requests (``_HASHES``); a request that finds none (the previous one went to
+  another API process, or the process restarted) first hashes the bytes already on disk. One
+  request at a time appends (an exclusive ``flock`` on the file; another gets a conflict).
+
+A completed upload becomes an import job's source in the transaction that creates the job
+(:func:`create_job`): the job's ``object_key`` is the upload's, so
+the worker reads it as any uploaded file and retention deletes it with the job. Uploads not
+imported by their ``expires_at`` are removed by :func:`expire` (run by engine/retention.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import obstore
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from engine import limits
+from engine.jobs import Job
+from engine.multipart import MAX_PARTS, Multipart, NoSuchUpload, Part
+from engine.settings import Settings
+from engine.storage import Storage
+
+#: Object path of an upload's bytes; the segment after ``uploads/`` is its id.
+PREFIX = "uploads"
+#: Stores that can take upload sessions.
+KINDS = ("local", "s3")
+#: How long one request may take to complete an upload (assemble, hash) before another may try.
+COMPLETE_LEASE_SECONDS = 900
+#: Running hashes of local uploads kept between requests (an entry is ~200 bytes).
+HASHES_KEPT = 1024
+#: Bytes read at a time when hashing what is already stored.
+HASH_CHUNK = 4 * 1024 * 1024
+#: Missing or wrong parts named in one message.
+NAMED_PARTS = 20
+
+
+class UploadError(Exception):
+    """Base of the refusals below; the message says what to do."""
+
+
+class UploadNotFound(UploadError):
+    """Raised when no upload of that id belongs to the caller (or it has expired)."""
+
+
+class UploadConflict(UploadError):
+    """Raised when the upload's state forbids the request (not all bytes arrived, a wrong
+    offset, another request at work, already imported); ``offset``: a local upload's current
+    offset, when it matters."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class UploadTooLarge(UploadError):
+    """Raised when a size passes BULKIO_MAX_UPLOAD_BYTES, or bytes pass the declared size."""
+
+
+class TooManyUploads(UploadError):
+    """Raised when the owner already holds BULKIO_MAX_OPEN_UPLOADS uploads not imported."""
+
+
+class UploadRejected(UploadError):
+    """Raised when the stored bytes can never make the declared file (a size or checksum
+    mismatch); the upload is rejected, its bytes deleted."""
+
+
+class ChecksumMismatch(UploadRejected):
+    """Raised when the bytes' SHA-256 is not the declared one."""
+
+    def __init__(self, declared: str, received: str, upload_id: str) -> None:
+        super().__init__(
+            f"the bytes received have SHA-256 {received}, not the declared {declared}; "
+            f"upload {upload_id} is rejected and cannot be imported: create a new one"
+        )
+        self.declared = declared
+        self.received = received
+
+
+class UnsupportedStore(UploadError):
+    """Raised when the object store cannot take upload sessions (``memory://``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    row: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.row[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+    @property
+    def id(self) -> str:
+        return str(self.row["id"])
+
+    @property
+    def parts_count(self) -> int:
+        return -(-int(self.row["size"]) // int(self.row["part_size"]))
+
+    def part_bytes(self, number: int) -> int:
+        """The size part ``number`` (1-based) must have: ``part_size``, the last one the rest."""
+        size, part = int(self.row["size"]), int(self.row["part_size"])
+        return min(part, size - (number - 1) * part)
+
+
+def part_size_for(size: int, configured: int) -> int:
+    """``configured`` (BULKIO_UPLOAD_PART_BYTES), or more when the file would need more than
+    S3's 10,000 parts (rounded up to a MiB)."""
+    mib = 1024 * 1024
+    needed = -(-size // MAX_PARTS)
+    return max(configured, -(-needed // mib) * mib)
+
+
+def object_path(upload_id: str) -> str:
+    return f"{PREFIX}/{upload_id}/data"
+
+
+def _one(conn: psycopg.Connection[Any], sql: str, params: Any) -> Upload | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, params)
+        row = cur.fetchone()
+    return Upload(row) if row else None
+
+
+def _valid_id(upload_id: str) -> bool:
+    try:
+        uuid.UUID(upload_id)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- create and read
+
+
+def create(
+    conn: psycopg.Connection[Any],
+    storage: Storage,
+    settings: Settings,
+    *,
+    owner: str,
+    token_id: str | None,
+    file_name: str | None,
+    size: int,
+    sha256: str | None,
+    content_type: str | None,
+) -> Upload:
+    """A new open upload (``conn``: autocommit). On S3 its multipart upload is started too;
+    the row comes first, so a multipart upload never exists without one (see :func:`expire`)."""
+    if storage.kind not in KINDS:
+        raise UnsupportedStore(
+            f"upload sessions need a local or S3 object store, not {storage.kind}://"
+        )
+    if size > settings.max_upload_bytes:
+        raise UploadTooLarge(
+            f"size {size} is larger than {settings.max_upload_bytes} bytes "
+            "(BULKIO_MAX_UPLOAD_BYTES)"
+        )
+    upload_id = str(uuid.uuid4())
+    path = object_path(upload_id)
+    part_size = part_size_for(size, settings.upload_part_bytes) if storage.kind == "s3" else size
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('uploads:' || %s))", (owner,))
+        pending = conn.execute(
+            "SELECT count(*) FROM uploads WHERE owner = %s AND job_id IS NULL "
+            "AND expires_at > now()",
+            (owner,),
+        ).fetchone()
+        if pending and int(pending[0]) >= settings.max_open_uploads:
+            raise TooManyUploads(
+                f"{owner!r} already has {pending[0]} uploads not yet imported "
+                "(BULKIO_MAX_OPEN_UPLOADS); import them or let them expire"
+            )
+        conn.execute(
+            "INSERT INTO uploads (id, owner, token_id, file_name, content_type, size, sha256, "
+            "storage, object_key, part_size, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, now() + make_interval(hours => %s))",
+            (upload_id, owner, token_id, file_name, content_type, size, sha256, storage.kind,
+             path, part_size, settings.upload_expiry_hours),
+        )  # fmt: skip
+    if storage.kind == "s3":
+        try:
+            multipart_id = _multipart(storage).create(path, content_type)
+        except BaseException:
+            conn.execute("DELETE FROM uploads WHERE id = %s", (upload_id,))
+            raise
+        conn.execute(
+            "UPDATE uploads SET s3_upload_id = %s WHERE id = %s", (multipart_id, upload_id)
+        )
+    found = get(conn, upload_id, owner)
+    assert found is not None
+    return found
+
+
+def get(conn: psycopg.Connection[Any], upload_id: str, owner: str | None) -> Upload | None:
+    """The upload if it belongs to ``owner`` (None: anyone) and has not expired unimported."""
+    if not _valid_id(upload_id):
+        return None
+    return _one(
+        conn,
+        "SELECT * FROM uploads WHERE id = %s AND (%s::text IS NULL OR owner = %s) "
+        "AND (job_id IS NOT NULL OR expires_at > now())",
+        (upload_id, owner, owner),
+    )
+
+
+def _multipart(storage: Storage) -> Multipart:
+    assert storage.s3 is not None
+    return Multipart(storage.s3)
+
+
+def received(storage: Storage, upload: Upload) -> tuple[int, list[Part]]:
+    """(bytes that arrived, S3 parts that arrived). A completed upload has all its bytes."""
+    if upload.status not in ("open", "completing"):
+        return int(upload.size), []
+    if upload.storage == "local":
+        try:
+            return storage.local_path(upload.object_key).stat().st_size, []
+        except FileNotFoundError:
+            return 0, []
+    if not upload.s3_upload_id:
+        return 0, []
+    try:
+        parts = _multipart(storage).parts(upload.object_key, upload.s3_upload_id)
+    except NoSuchUpload:  # assembled by a completion that then failed: all bytes are there
+        return int(upload.size), []
+    parts = [p for p in parts if p.number <= upload.parts_count]
+    return sum(p.size for p in parts), parts
+
+
+def part_urls(storage: Storage, upload: Upload, numbers: list[int], ttl: int) -> list[str]:
+    """Presigned PUT URLs of these parts of an S3 upload."""
+    return _multipart(storage).part_urls(upload.object_key, upload.s3_upload_id, numbers, ttl)
+
+
+# ---------------------------------------------------------------- local appends
+
+
+_HASHES: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+_HASHES_LOCK = threading.Lock()
+
+
+def _keep_hash(upload_id: str, offset: int, digest: Any) -> None:
+    with _HASHES_LOCK:
+        _HASHES[upload_id] = (offset, digest)
+        _HASHES.move_to_end(upload_id)
+        while len(_HASHES) > HASHES_KEPT:
+            _HASHES.popitem(last=False)
+
+
+def _take_hash(upload_id: str, offset: int) -> Any | None:
+    with _HASHES_LOCK:
+        kept = _HASHES.pop(upload_id, None)
+    return kept[1] if kept is not None and kept[0] == offset else None
+
+
+def _hash_file(fh: IO[bytes], length: int) -> Any:
+    """SHA-256 of the first ``length`` bytes of ``fh``."""
+    digest = hashlib.sha256()
+    fh.seek(0)
+    left = length
+    while left > 0:
+        chunk = fh.read(min(HASH_CHUNK, left))
+        if not chunk:
+            raise UploadConflict(f"the stored bytes ended before offset {length}")
+        digest.update(chunk)
+        left -= len(chunk)
+    return digest
+
+
+@contextlib.contextmanager
+def _locked(path: Path, mode: str) -> Iterator[IO[bytes]]:
+    """``path`` opened and locked exclusively, or a conflict when another request holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, mode) as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UploadConflict(
+                "another request is sending bytes to this upload or completing it; retry when "
+                "it has ended (HEAD its data URL for the offset)"
+            ) from None
+        yield fh  # the lock goes with the file descriptor
+
+
+class Appender:
+    """One request's appends to a local upload: :meth:`write` the body's chunks in order, then
+    :meth:`close` (also after an error: what arrived stays). Blocking: call in a thread."""
+
+    def __init__(self, storage: Storage, upload: Upload, offset: int) -> None:
+        if upload.status != "open":
+            raise UploadConflict(f"upload {upload.id} is {upload.status}: it takes no more bytes")
+        self.upload_id = upload.id
+        self.limit = int(upload.size)
+        self._files = contextlib.ExitStack()
+        self.fh = self._files.enter_context(_locked(storage.local_path(upload.object_key), "a+b"))
+        try:
+            self.offset = os.fstat(self.fh.fileno()).st_size
+            if offset != self.offset:
+                raise UploadConflict(
+                    f"Upload-Offset is {offset} but upload {upload.id} holds {self.offset} "
+                    "bytes: send from there",
+                    offset=self.offset,
+                )
+            self.hash = _take_hash(upload.id, self.offset) or _hash_file(self.fh, self.offset)
+        except BaseException:
+            self._files.close()
+            raise
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``; past the declared size only what fits is kept."""
+        room = self.limit - self.offset
+        piece = data if len(data) <= room else data[:room]
+        if piece:
+            self.fh.write(piece)
+            self.hash.update(piece)
+            self.offset += len(piece)
+        if len(data) > room:
+            raise UploadTooLarge(
+                f"the bytes pass the upload's declared size of {self.limit} bytes; "
+                f"it holds {self.offset}"
+            )
+
+    def close(self) -> tuple[int, str | None]:
+        """Make what arrived durable; (the offset, the SHA-256 once every byte is there)."""
+        try:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            _keep_hash(self.upload_id, self.offset, self.hash)
+        finally:
+            self._files.close()
+        return self.offset, self.hash.hexdigest() if self.offset == self.limit else None
+
+
+def note_digest(conn: psycopg.Connection[Any], upload_id: str, digest: str) -> None:
+    """Record the SHA-256 of a local upload whose last byte arrived."""
+    conn.execute(
+        "UPDATE uploads SET received_sha256 = %s, updated_at = now() "
+        "WHERE id = %s AND status = 'open'",
+        (digest, upload_id),
+    )
+
+
+# ---------------------------------------------------------------- completion
+
+
+def complete(
+    pool: ConnectionPool,
+    storage: Storage,
+    upload_id: str,
+    owner: str,
+    parts: list[tuple[int, str]] | None = None,
+) -> Upload:
+    """Check the size and the SHA-256 of the bytes and mark the upload completed (blocking;
+    reads the whole S3 object once). ``parts``: the (part number, ETag) pairs the client got
+    from S3; checked against what S3 holds (None: take S3's list). Completing a completed
+    upload returns it unchanged."""
+    with pool.connection() as conn:
+        upload = _claim(conn, upload_id, owner)
+    if upload.status != "completing":
+        return upload
+    try:
+        if upload.storage == "local":
+            digest = _finish_local(storage, upload)
+        else:
+            digest = _finish_s3(storage, upload, parts)
+    except UploadRejected as exc:
+        _reject(pool, storage, upload, str(exc))
+        raise
+    except BaseException:
+        with pool.connection() as conn:  # usable again: the client may send what is missing
+            conn.execute(
+                "UPDATE uploads SET status = 'open', lease_expires = NULL, updated_at = now() "
+                "WHERE id = %s AND status = 'completing'",
+                (upload.id,),
+            )
+        raise
+    if upload.sha256 and digest != upload.sha256:
+        mismatch = ChecksumMismatch(upload.sha256, digest, upload.id)
+        _reject(pool, storage, upload, str(mismatch), received_sha256=digest)
+        raise mismatch
+    with pool.connection() as conn:
+        done = _one(
+            conn,
+            "UPDATE uploads SET status = 'completed', received_sha256 = %s, completed_at = now(), "
+            "updated_at = now(), lease_expires = NULL WHERE id = %s AND status = 'completing' "
+            "RETURNING *",
+            (digest, upload.id),
+        )
+    if done is None:
+        raise UploadConflict(f"upload {upload.id} expired while it was being completed")
+    return done
+
+
+def _claim(conn: psycopg.Connection[Any], upload_id: str, owner: str) -> Upload:
+    if not _valid_id(upload_id):
+        raise UploadNotFound(f"no upload {upload_id}")
+    claimed = _one(
+        conn,
+        "UPDATE uploads SET status = 'completing', updated_at = now(), "
+        "lease_expires = now() + make_interval(secs => %s) "
+        "WHERE id = %s AND owner = %s AND job_id IS NULL AND expires_at > now() "
+        "AND (status = 'open' OR (status = 'completing' AND lease_expires < now())) RETURNING *",
+        (COMPLETE_LEASE_SECONDS, upload_id, owner),
+    )
+    if claimed is not None:
+        return claimed
+    upload = get(conn, upload_id, owner)
+    if upload is None:
+        raise UploadNotFound(f"no upload {upload_id}")
+    if upload.status == "completing":
+        raise UploadConflict(f"upload {upload_id} is being completed by another request")
+    if upload.status == "rejected":
+        raise UploadConflict(f"upload {upload_id} was rejected: {upload.error}")
+    return upload  # completed or imported: nothing to do
+
+
+def _finish_local(storage: Storage, upload: Upload) -> str:
+    size = int(upload.size)
+    with _locked(storage.local_path(upload.object_key), "a+b") as fh:
+        held = os.fstat(fh.fileno()).st_size
+        if held != size:
+            raise UploadConflict(
+                f"upload {upload.id} holds {held} of its {size} bytes: send the rest "
+                f"(PATCH its data URL with Upload-Offset: {held})",
+                offset=held,
+            )
+        if upload.received_sha256:
+            return str(upload.received_sha256)
+        kept = _take_hash(upload.id, size)
+        return str((kept or _hash_file(fh, size)).hexdigest())
+
+
+def _named(numbers: list[int]) -> str:
+    shown = ", ".join(str(n) for n in numbers[:NAMED_PARTS])
+    more = len(numbers) - NAMED_PARTS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _finish_s3(storage: Storage, upload: Upload, given: list[tuple[int, str]] | None) -> str:
+    path, count = upload.object_key, upload.parts_count
+    multipart = _multipart(storage)
+    try:
+        arrived = {p.number: p for p in multipart.parts(path, upload.s3_upload_id)}
+    except NoSuchUpload:
+        arrived = None  # assembled by an earlier attempt that failed later: check the object
+    if arrived is not None:
+        missing = [n for n in range(1, count + 1) if n not in arrived]
+        if missing:
+            raise UploadConflict(
+                f"parts {_named(missing)} of {count} have not arrived: send them "
+                f"(GET /v1/uploads/{upload.id} lists fresh URLs)"
+            )
+        wrong = [n for n in range(1, count + 1) if arrived[n].size != upload.part_bytes(n)]
+        if wrong:
+            sizes = ", ".join(
+                f"{n}: {arrived[n].size} instead of {upload.part_bytes(n)}" for n in wrong[:5]
+            )
+            raise UploadConflict(
+                f"parts {_named(wrong)} have the wrong size ({sizes} bytes): send them again"
+            )
+        if given is not None:
+            _check_given(upload, arrived, given)
+        multipart.complete(path, upload.s3_upload_id, [arrived[n] for n in range(1, count + 1)])
+    try:
+        stored = storage.size(path)
+    except FileNotFoundError:
+        raise UploadRejected(f"upload {upload.id}: its multipart upload is gone") from None
+    if stored != int(upload.size):
+        raise UploadRejected(
+            f"the assembled object has {stored} bytes, not the declared {upload.size}; "
+            f"upload {upload.id} is rejected: create a new one"
+        )
+    digest = hashlib.sha256()
+    for chunk in storage.read(path):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_given(upload: Upload, arrived: dict[int, Part], given: list[tuple[int, str]]) -> None:
+    numbers = sorted(n for n, _ in given)
+    if numbers != list(range(1, upload.parts_count + 1)):
+        raise UploadConflict(
+            f"parts must list part numbers 1 to {upload.parts_count} once each "
+            f"(got {len(given)} entries)"
+        )
+    stale = sorted(n for n, etag in given if arrived[n].etag != etag.strip().strip('"'))
+    if stale:
+        raise UploadConflict(
+            f"the ETags of parts {_named(stale)} are not those of the parts storage holds "
+            f"(sent again since?): GET /v1/uploads/{upload.id} lists the stored ones"
+        )
+
+
+def _delete_bytes(storage: Storage, upload: Upload | dict[str, Any]) -> None:
+    row = upload.row if isinstance(upload, Upload) else upload
+    if row["storage"] == "s3" and row["s3_upload_id"] and storage.s3 is not None:
+        _multipart(storage).abort(row["object_key"], row["s3_upload_id"])
+    storage.delete(row["object_key"])
+    if storage.kind == "local":
+        with contextlib.suppress(OSError):
+            storage.local_path(row["object_key"]).parent.rmdir()
+
+
+def _reject(
+    pool: ConnectionPool,
+    storage: Storage,
+    upload: Upload,
+    reason: str,
+    received_sha256: str | None = None,
+) -> None:
+    with pool.connection() as conn:
+        conn.execute(
+            "UPDATE uploads SET status = 'rejected', error = %s, received_sha256 = %s, "
+            "lease_expires = NULL, updated_at = now() WHERE id = %s",
+            (reason, received_sha256, upload.id),
+        )
+    _delete_bytes(storage, upload)
+
+
+# ---------------------------------------------------------------- import
+
+
+def create_job(
+    conn: psycopg.Connection[Any],
+    upload_id: str,
+    *,
+    token_id: str,
+    job_limit: int,
+    slot: str | None,
+    **fields: Any,
+) -> Job:
+    """The import job of a completed upload of the job's ``owner``, created in the transaction
+    that marks the upload imported (so it is imported once), within the token's job limit
+    (engine/limits.py; raises its LimitReached). The job's source is the upload's object.
+    ``fields``: those of :func:`engine.jobs.create` but the source's."""
+    with conn.transaction():
+        upload = _claim_for_import(conn, upload_id, fields["owner"])
+        job = limits.create_job(
+            conn,
+            token_id=token_id,
+            job_limit=job_limit,
+            slot=slot,
+            object_key=upload.object_key,
+            total_bytes=int(upload.size),
+            file_name=upload.file_name,
+            **fields,
+        )
+        conn.execute(
+            "UPDATE uploads SET status = 'imported', job_id = %s, updated_at = now() WHERE id = %s",
+            (job.id, upload.id),
+        )
+    return job
+
+
+def _claim_for_import(conn: psycopg.Connection[Any], upload_id: str, owner: str) -> Upload:
+    upload = None
+    if _valid_id(upload_id):
+        upload = _one(
+            conn,
+            "SELECT * FROM uploads WHERE id = %s AND owner = %s "
+            "AND (job_id IS NOT NULL OR expires_at > now()) FOR UPDATE",
+            (upload_id, owner),
+        )
+    if upload is None:
+        raise UploadNotFound(f"no upload {upload_id}")
+    if upload.status == "imported":
+        raise UploadConflict(
+            f"upload {upload_id} was imported already, by job {upload.job_id}; an upload is "
+            "imported once"
+        )
+    if upload.status == "rejected":
+        raise UploadConflict(f"upload {upload_id} was rejected: {upload.error}")
+    if upload.status != "completed":
+        raise UploadConflict(
+            f"upload {upload_id} is {upload.status}: complete it first "
+            f"(POST /v1/uploads/{upload_id}/complete)"
+        )
+    return upload
+
+
+# ---------------------------------------------------------------- expiry
+
+
+#: Expired uploads handled per round.
+EXPIRE_CHUNK = 200
+
+
+def expire(conn: psycopg.Connection[Any], storage: Storage, now: datetime | None = None) -> int:
+    """Remove uploads not imported by their ``expires_at`` (``now``: the database's clock
+    unless given), bytes first (S3: the multipart upload aborted, or the object deleted; local:
+    the file), then their rows; then bytes under ``uploads/`` that no row owns (a multipart
+    upload whose row is gone, or not the row's own). ``conn``: autocommit. The number of uploads
+    removed."""
+    if storage.kind not in KINDS:
+        return 0
+    removed = 0
+    while True:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "WITH t AS (SELECT coalesce(%s::timestamptz, now()) AS now) "
+                "SELECT id::text, storage, object_key, s3_upload_id FROM uploads, t "
+                "WHERE job_id IS NULL AND expires_at < t.now "
+                "AND NOT (status = 'completing' AND lease_expires > t.now) "
+                "ORDER BY expires_at LIMIT %s",
+                (now, EXPIRE_CHUNK),
+            )
+            rows = cur.fetchall()
+        if not rows:
+            break
+        for row in rows:
+            _delete_bytes(storage, row)
+        removed += conn.execute(
+            "DELETE FROM uploads WHERE id = ANY(%s::uuid[]) AND job_id IS NULL",
+            ([r["id"] for r in rows],),
+        ).rowcount
+    _sweep_unowned(conn, storage)
+    return removed
+
+
+def _rows(conn: psycopg.Connection[Any], ids: list[str]) -> dict[str, str | None]:
+    """id -> s3_upload_id of the uploads among ``ids`` that exist."""
+    found: dict[str, str | None] = {}
+    for start in range(0, len(ids), 1000):
+        chunk = sorted({i for i in ids[start : start + 1000] if _valid_id(i)})
+        for upload_id, multipart_id in conn.execute(
+            "SELECT id::text, s3_upload_id FROM uploads WHERE id = ANY(%s::uuid[])", (chunk,)
+        ).fetchall():
+            found[upload_id] = multipart_id
+    return found
+
+
+def _sweep_unowned(conn: psycopg.Connection[Any], storage: Storage) -> None:
+    if storage.kind == "s3":
+        multipart = _multipart(storage)
+        pending = list(multipart.uploads(f"{PREFIX}/"))
+        rows = _rows(conn, [_upload_of(path) for path, _ in pending])
+        for path, multipart_id in pending:
+            owner_id = _upload_of(path)
+            # A row whose multipart upload is not created yet (NULL) may be about to own it.
+            if owner_id not in rows or rows[owner_id] not in (None, multipart_id):
+                multipart.abort(path, multipart_id)
+    for batch in obstore.list(storage.store, prefix=f"{PREFIX}/"):
+        paths = [meta["path"] for meta in batch]
+        rows = _rows(conn, [_upload_of(p) for p in paths])
+        for path in paths:
+            if _upload_of(path) not in rows:
+                storage.delete(path)
+                if storage.kind == "local":
+                    with contextlib.suppress(OSError):
+                        storage.local_path(path).parent.rmdir()
+
+
+def _upload_of(path: str) -> str:
+    """The upload id in an object path ``uploads/<id>/...`` ("" for any other path)."""
+    parts = path.split("/")
+    return parts[1] if len(parts) >= 3 and parts[0] == PREFIX else ""

@@ -1,0 +1,77 @@
+"""Helpers of the upload-session tests (test_uploads_local.py, test_uploads_s3.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from harness import Bulkio
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def open_upload(
+    service: Bulkio, path: Path, data: bytes, *, sha256: str | None = None, client: Any = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"file_name": path.name, "size": len(data)}
+    body["sha256"] = sha256 if sha256 is not None else sha256_of(data)
+    res = (client or service.client).post("/v1/uploads", json=body)
+    assert res.status_code == 201, res.text
+    view = res.json()
+    assert res.headers["location"] == f"/v1/uploads/{view['upload_id']}"
+    return view  # type: ignore[no-any-return]
+
+
+def cut_patch(url: str, offset: int, body: bytes, send: int) -> None:
+    """PATCH ``body`` to a data URL announcing its whole length, send only its first ``send``
+    bytes, then close the connection (a client whose network broke half way)."""
+    target = httpx.URL(url)
+    head = (
+        f"PATCH {target.raw_path.decode()} HTTP/1.1\r\n"
+        f"Host: {target.host}:{target.port}\r\n"
+        f"Upload-Offset: {offset}\r\n"
+        "Content-Type: application/offset+octet-stream\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((target.host, target.port or 80)) as sock:
+        sock.sendall(head + body[:send])
+
+
+def settled_offset(url: str, timeout: float = 30) -> int:
+    """The offset of a local upload once no request is appending to it any more: an empty
+    PATCH at the offset HEAD tells succeeds only when it gets the upload's lock."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=10) as anonymous:
+        while True:
+            head = anonymous.head(url)
+            assert head.status_code == 200, head.text
+            offset = int(head.headers["upload-offset"])
+            res = anonymous.patch(url, headers={"Upload-Offset": str(offset)}, content=b"")
+            if res.status_code == 204:
+                return int(res.headers["upload-offset"])
+            assert res.status_code == 409, res.text
+            assert time.monotonic() < deadline, f"the upload stays busy: {res.text}"
+            time.sleep(0.05)
+
+
+def import_upload(service: Bulkio, upload_id: str, **fields: Any) -> httpx.Response:
+    return service.client.post("/v1/imports", json={"upload_id": upload_id, **fields})
+
+
+def check_import(service: Bulkio, job: dict[str, Any], expected: Any) -> None:
+    """The job imported exactly what the generator planted: counts and every error row."""
+    assert job["status"] == "completed", job
+    assert job["total_records"] == job["processed"] == expected.total_records
+    assert (job["successful"], job["failed"]) == (expected.successful, expected.failed)
+    res = service.error_report(job["job_id"], "ndjson")
+    assert res.status_code == 200, res.text
+    errors = [json.loads(line) for line in res.text.splitlines() if line]
+    got = sorted((e["row"], e["line"], e["field"], e["code"]) for e in errors)
+    assert got == sorted(tuple(e) for e in expected.errors)
