@@ -53,6 +53,8 @@ SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 #: Endpoints one owner may have (each job end fans out to all of them).
 MAX_ENDPOINTS = 20
+#: Endpoints one listing shows at most.
+LIST_MAX = 100
 MAX_URL_CHARS = 2048
 MAX_DESCRIPTION_CHARS = 200
 #: The NOTIFY channel that wakes the delivery loops (new or redelivered messages).
@@ -295,12 +297,13 @@ def get_endpoint(
 
 
 def list_endpoints(conn: psycopg.Connection[Any], owner: str) -> list[Endpoint]:
-    """The owner's endpoints, oldest first (at most MAX_ENDPOINTS)."""
+    """The owner's endpoints, oldest first: at most MAX_ENDPOINTS, or a few more if the cap
+    was lowered since they were registered (bounded all the same)."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE owner = %s "
             "ORDER BY created_at, id LIMIT %s",
-            (owner, MAX_ENDPOINTS * 5),
+            (owner, LIST_MAX),
         ).fetchall()
     return [_endpoint(r) for r in rows]
 
