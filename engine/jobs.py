@@ -402,6 +402,20 @@ def set_warnings(conn: psycopg.Connection[Any], job_id: str, warnings: list[str]
     conn.execute("UPDATE jobs SET warnings = %s WHERE id = %s", (warnings, job_id))
 
 
+def set_source(
+    conn: psycopg.Connection[Any], job_id: str, worker: str, fmt: str, total_bytes: int | None
+) -> None:
+    """Imports from a URL: the format and size the fetch learnt (engine/imports/fetch.py), while
+    ``worker`` holds the lease; raises LeaseLost."""
+    cur = conn.execute(
+        "UPDATE jobs SET format = %s, total_bytes = %s, updated_at = now() "
+        "WHERE id = %s AND lease_owner = %s AND status = 'running'",
+        (fmt, total_bytes, job_id, worker),
+    )
+    if cur.rowcount != 1:
+        raise LeaseLost(f"job {job_id} is no longer leased by {worker}")
+
+
 def finish(
     conn: psycopg.Connection[Any],
     job_id: str,

@@ -16,6 +16,10 @@ cloud's metadata service on a link-local one. The guard therefore
 4. follows redirects only when the caller asks (``max_redirects``), checking and pinning each
    hop again as in 1-3.
 
+A ``deadline`` cuts the connection whatever it is doing (connecting, waiting, reading the
+body); ``on_open`` hands the caller a function that cuts it at once from another thread (a
+worker's shutdown or a job's cancel while a download runs).
+
 Refused ranges (:func:`refusal` names the reason): loopback (127/8, ::1), private (10/8,
 172.16/12, 192.168/16, fc00::/7, the deprecated fec0::/10), shared/CGNAT (100.64/10), link-local
 (169.254/16, fe80::/10), multicast, unspecified (0.0.0.0, ::), broadcast, and every other
@@ -37,6 +41,7 @@ Connection and protocol failures are the standard library's (``OSError``, ``ssl.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import ipaddress
 import socket
@@ -241,9 +246,14 @@ class _PinnedHTTP(http.client.HTTPConnection):
         super().__init__(target.host, target.port, timeout=timeout)
         self.pinned = target.address
 
+    #: The connected socket, kept after ``getresponse`` hands it over to the response (an
+    #: answer that closes the connection sets ``sock`` to None): what :func:`_abort` cuts.
+    wire: socket.socket | None = None
+
     def connect(self) -> None:
         self.sock = socket.create_connection((self.pinned, self.port), self.timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.wire = self.sock
 
 
 class _PinnedHTTPS(_PinnedHTTP):
@@ -257,7 +267,7 @@ class _PinnedHTTPS(_PinnedHTTP):
 
     def connect(self) -> None:
         super().connect()
-        self.sock = self.tls.wrap_socket(self.sock, server_hostname=self.host)
+        self.sock = self.wire = self.tls.wrap_socket(self.sock, server_hostname=self.host)
 
 
 @dataclass(slots=True)
@@ -289,12 +299,15 @@ class Response:
 
 
 def _abort(conn: http.client.HTTPConnection, fired: threading.Event) -> None:
-    """Cut a connection that outlived its deadline: the blocked read fails at once."""
+    """Cut a connection (its deadline passed, or its caller stops): the blocked read fails at
+    once, also while the body of an answer that closes the connection is read."""
     fired.set()
-    sock = conn.sock
+    sock = getattr(conn, "wire", None) or conn.sock
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed: nothing to cut
-            sock.shutdown(socket.SHUT_RDWR)
+            # The plain socket's shutdown: SSLSocket.shutdown would also drop its TLS object
+            # under a read in progress in another thread.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def open_target(
@@ -306,15 +319,20 @@ def open_target(
     timeout: float = 15.0,
     deadline: float | None = None,
     tls: ssl.SSLContext | None = None,
+    on_open: Callable[[Callable[[], None]], None] | None = None,
 ) -> Response:
     """Send one request to a checked target over a connection pinned to its address.
     ``timeout``: per connect and per socket read; ``deadline``: seconds after which the
-    connection is cut whatever is happening (a peer that trickles bytes)."""
+    connection is cut whatever is happening (a peer that trickles bytes); ``on_open``: called,
+    before connecting, with a function that cuts this connection at once from any thread (it
+    does nothing until the connection is made, and the read in progress fails with OSError)."""
     conn: http.client.HTTPConnection
     if target.scheme == "https":
         conn = _PinnedHTTPS(target, timeout, tls or ssl.create_default_context())
     else:
         conn = _PinnedHTTP(target, timeout)
+    if on_open is not None:
+        on_open(functools.partial(_abort, conn, threading.Event()))
     watchdog = None
     fired = threading.Event()
     if deadline is not None:

@@ -21,6 +21,7 @@ from engine.db import connect, connect_bulk, idle_in_transaction_ms
 from engine.error_rows import ERROR_SCHEMA
 from engine.errors import FileError, LeaseLost
 from engine.formats.reader import Batch, Header, Position, read_batches
+from engine.imports.fetch import ensure_source
 from engine.imports.load import BatchInput, BatchLoader, Prepared
 from engine.imports.validate import Validated, validate
 from engine.prefetch import prefetch
@@ -64,9 +65,12 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
     log.info("import started", extra={**tags, "format": job.format, "resume_batch": start.batch})
     watch = _Watch(ctx, job.id)
     try:
+        fmt = job.format
+        if (job.options or {}).get("source_url"):  # fetched into storage first, once
+            fmt = ensure_source(ctx, job, watch)
         batches = read_batches(
             ctx.storage.read(job.object_key),
-            job.format,
+            fmt,
             resource.column_names,
             resource.required_columns,
             batch_rows=s.batch_rows,
