@@ -137,3 +137,35 @@ def test_output_filling_the_step_exactly_is_not_taken_for_truncation() -> None:
     for size in (1, len(data) // 3, len(data)):
         chunks: Iterator[bytes] = (data[i : i + size] for i in range(0, len(data), size))
         assert b"".join(decoded(chunks, 1 << 40)) == raw
+
+
+def test_read_batches_reports_progress_while_skipping_to_a_checkpoint() -> None:
+    """A job resumed deep into a gzip file decompresses everything before its checkpoint without
+    producing a batch: the reader's progress hook is called all along (a hook that raises, as the
+    runner's does on a shutdown, stops it there)."""
+    from engine.formats.reader import read_batches
+
+    rows = b"".join(b'{"id": "%d"}\n' % i for i in range(20_000))
+    data = EMPTY * 50_000 + gzip.compress(rows, mtime=0) + gzip.compress(b'{"id": "last"}\n')
+    kw: dict[str, Any] = {"batch_rows": 10_000, "max_record_bytes": 1 << 20,
+                          "max_decompressed_bytes": 1 << 40}  # fmt: skip
+    batches = list(read_batches([data], "ndjson", ["id"], [], **kw))
+    checkpoint = batches[1].after  # after the empty members and the first 20,000 rows
+    calls = [0]
+
+    def progress() -> None:
+        calls[0] += 1
+
+    resumed = list(read_batches([data], "ndjson", ["id"], [], start=checkpoint,
+                                on_progress=progress, **kw))  # fmt: skip
+    assert [b.frame["id"].to_list() for b in resumed] == [["last"]]
+    assert calls[0] >= 50_000 // decode.TICK_STEPS, calls
+
+    class Stop(Exception):
+        pass
+
+    def stop() -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        list(read_batches([data], "ndjson", ["id"], [], start=checkpoint, on_progress=stop, **kw))
