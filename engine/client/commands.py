@@ -22,6 +22,7 @@ from rich.console import Console
 
 from engine import __version__
 from engine.client import config
+from engine.client.direct import DirectUpload, parse_size
 from engine.client.display import Output, size
 from engine.client.errors import (
     ClientError,
@@ -262,6 +263,10 @@ def cli() -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Stop waiting after this long (exit 3); the job goes on.")  # fmt: skip
 @click.option("--strict", is_flag=True, help="Exit 5 when the job rejected records.")
+@click.option("--direct/--no-direct", default=None, help="Send the file straight to "
+              "storage, resumably (default: above --direct-threshold).")  # fmt: skip
+@click.option("--direct-threshold", default="64MiB", show_default=True, metavar="SIZE",
+              help="Larger files go through an upload session (e.g. 512MiB, 1G).")  # fmt: skip
 @connection
 @click.pass_context
 def import_(
@@ -275,6 +280,8 @@ def import_(
     wait: bool,
     timeout: float | None,
     strict: bool,
+    direct: bool | None,
+    direct_threshold: str,
     url: str | None,
     token: str | None,
     profile: str | None,
@@ -284,8 +291,15 @@ def import_(
 
     Shows an upload bar, then the job's bar (records processed and rejected, rows/s), then a
     summary with the first errors and the command that downloads the whole error report.
+
+    Files above --direct-threshold go straight to storage through an upload session: after a
+    network error the client asks the server what arrived and sends only the rest.
     """
     path = _readable_file(file)
+    try:
+        threshold = parse_size(direct_threshold)
+    except ValueError as exc:
+        raise ClientError(f"--direct-threshold: {exc}") from None
     with session(ctx, url, token, profile, as_json) as s:
         _check_token(s)
         fields = {"resource": resource}
@@ -296,14 +310,17 @@ def import_(
         if max_errors is not None:
             fields["max_errors"] = str(max_errors)
         try:
-            with s.out.transfer("upload", path.stat().st_size) as bar:
-                view = s.service.create_import(path, fields, bar.advance, idempotency_key)
-                bar.finish()
+            if direct or (direct is None and path.stat().st_size > threshold):
+                view = DirectUpload(s.service, s.out, path).run(fields, idempotency_key)
+            else:
+                with s.out.transfer("upload", path.stat().st_size) as bar:
+                    view = s.service.create_import(path, fields, bar.advance, idempotency_key)
+                    bar.finish()
         except KeyboardInterrupt:
             s.out.say("upload interrupted: no job was created")
             return 130
         job_id = str(view["job_id"])
-        if view.get("replayed"):
+        if view.get("replayed") and idempotency_key:
             s.out.say(f"Idempotency-Key {idempotency_key!r} was used before: job {job_id}")
         if not wait:
             s.out.say(

@@ -146,6 +146,15 @@ class Service:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def anonymous(self) -> httpx.Client:
+        """A client without the token, on the same transport: for signed and presigned URLs
+        (an upload's parts on S3, its data URL), which must not get the token."""
+        return httpx.Client(
+            timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+            transport=self._transport,
+            headers={"User-Agent": f"bulkio-cli/{__version__}"},
+        )
+
     # ------------------------------------------------------------------ plumbing
 
     @contextmanager

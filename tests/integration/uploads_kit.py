@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 from harness import Bulkio
+from rich.console import Console
+
+from engine.client.main import main
 
 
 def sha256_of(data: bytes) -> str:
@@ -75,3 +80,61 @@ def check_import(service: Bulkio, job: dict[str, Any], expected: Any) -> None:
     errors = [json.loads(line) for line in res.text.splitlines() if line]
     got = sorted((e["row"], e["line"], e["field"], e["code"]) for e in errors)
     assert got == sorted(tuple(e) for e in expected.errors)
+
+
+class CutOnce(httpx.BaseTransport):
+    """httpx's transport, but the first request matching ``method`` and ``marker`` loses its
+    connection after ``after`` bytes of its body went out. Records (method, URL, headers) of
+    every request."""
+
+    def __init__(self, method: str, marker: str, after: int) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.method, self.marker, self.after = method, marker, after
+        self.cut = False
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append((request.method, str(request.url), dict(request.headers)))
+        if self.cut or request.method != self.method or self.marker not in str(request.url):
+            return self.inner.handle_request(request)
+        self.cut = True
+        body = request.stream
+        assert isinstance(body, httpx.SyncByteStream)
+
+        def broken() -> Iterator[bytes]:
+            sent = 0
+            for chunk in body:
+                if sent + len(chunk) >= self.after:
+                    yield chunk[: self.after - sent]
+                    raise httpx.WriteError("injected: the network broke")
+                sent += len(chunk)
+                yield chunk
+
+        cut = httpx.Request(
+            request.method, request.url, headers=request.headers, stream=_Stream(broken())
+        )
+        return self.inner.handle_request(cut)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _Stream(httpx.SyncByteStream):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+
+
+def in_process(service: Bulkio, transport: httpx.BaseTransport, *args: str) -> tuple[int, Any, str]:
+    """``bulkio ARGS`` in this process over ``transport``: (exit code, stdout's JSON, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = main(
+        list(args),
+        console=Console(file=err, width=200, force_terminal=False),
+        transport=transport,
+        stdout=out,
+        environ={"BULKIO_URL": f"http://127.0.0.1:{service.port}", "BULKIO_TOKEN": service.token},
+    )
+    return code, json.loads(out.getvalue()) if out.getvalue().strip() else None, err.getvalue()
