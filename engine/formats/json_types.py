@@ -1,20 +1,21 @@
-"""The JSON type of each top-level value of JSON records (string, number, array, …), vectorised.
+"""The JSON type of top-level values of JSON records (string, number, array, …), vectorised.
 
 polars reads the records with a schema of strings, which turns ``5``, ``true``, ``[..]`` and
 ``{..}`` into text: ``5`` and ``"5"`` read alike. Validation needs the type the file held (a
-number is not an email, a string is not a tag list), so :func:`with_types` adds beside each
-column a ``UInt8`` column (:func:`type_column`) of :class:`JsonType` codes.
+number is not a name, a string is not a tag list). The parser keeps each record's text beside
+its values (:func:`with_records`: a view of the block, no copy), and validation asks
+:class:`RecordTypes` for the type of just the values it needs to know about:
 
-Most values need no look at the bytes: polars writes a non-string as a number (``-?\\d+(.\\d+)?``),
-``true``/``false``, or text starting with ``[`` or ``{``; any other text was a JSON string. Only
-values that read like one of those (every tag list and boolean, the odd title ``1984``) are
-looked up in their record: polars finds ``"name":`` in each (a byte search), and the first byte
-after it gives the type (``"`` string, ``[`` array, ``{`` object, ``t``/``f`` boolean, ``n``
-null, else a number). In a valid JSON record a quote not preceded by a backslash, followed by
-the name, a quote and a colon always opens a key — but possibly a nested object's key, or written
-with a space before the colon. Records where that can be (more than one ``{``, or no match) are
-scanned exactly (:func:`_scan`: every key of the block, with the strings and nesting depth worked
-out), and a key whose name is written with ``\\u`` escapes is left to :mod:`json` (rare).
+- polars writes a non-string as a number (``-?\\d+(.\\d+)?``), ``true``/``false``, or text
+  starting with ``[`` or ``{`` (:func:`maybe_not_string`); any other text was a JSON string;
+- a value is looked up in its record: polars finds ``"name":`` (a byte search) and the first
+  byte after it gives the type (``"`` string, ``[`` array, ``{`` object, ``t``/``f`` boolean,
+  ``n`` null, else a number). In a valid JSON record a quote not preceded by a backslash,
+  followed by the name, a quote and a colon always opens a key, but possibly a nested object's:
+  in blocks holding more ``{`` than records the depth of the key is checked (braces outside
+  strings). A key not found that way (a space before its colon, a nested one first) is found by
+  an exact scan of the records' keys (:class:`_Keys`), and one written with ``\\u`` escapes by
+  :mod:`json` (rare).
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from engine.formats.framing import _WS, BACKSLASH, QUOTE, as_array
+from engine.formats.framing import _WS, BACKSLASH, QUOTE
 from engine.formats.records import Layout, first_solid, last_solid
+
+#: The column holding each record's text (JSON input only).
+RECORD = "__record"
 
 _COLON = 0x3A
 _OPEN = 0x7B
@@ -65,12 +69,27 @@ _BY_FIRST_BYTE[_OPEN] = JsonType.OBJECT
 _BY_FIRST_BYTE[[ord("t"), ord("f")]] = JsonType.BOOLEAN
 _BY_FIRST_BYTE[ord("n")] = JsonType.ABSENT
 
-_PREFIX = "__json_"
+
+def with_records(
+    frame: pl.DataFrame, data: bytes, geo: Layout, records: np.ndarray
+) -> pl.DataFrame:
+    """``frame`` (records ``records`` of ``data``, in order) with each record's text in
+    :data:`RECORD`, placed before any numbering columns (a view of ``data``, not a copy)."""
+    offsets = np.concatenate(([0], geo.ends)).astype(np.int64)
+    whole = pa.LargeStringArray.from_buffers(
+        len(geo.ends), pa.py_buffer(offsets), pa.py_buffer(data)
+    )
+    lines = pl.Series(RECORD, whole)
+    if len(records) != len(geo.ends):
+        lines = lines.gather(records)
+    at = frame.columns.index("__row") if "__row" in frame.columns else frame.width
+    return frame.insert_column(at, lines)
 
 
-def type_column(name: str) -> str:
-    """Name of the column holding the JSON types of column ``name``'s values."""
-    return _PREFIX + name
+def maybe_not_string(text: pl.Series) -> np.ndarray:
+    """Rows whose text could be polars' rendering of a number, boolean, array or object (the
+    others were JSON strings or null)."""
+    return text.str.contains(_RENDERED).fill_null(False).to_numpy()
 
 
 def _skip_space(arr: np.ndarray, pos: np.ndarray, limit: np.ndarray, step: int) -> np.ndarray:
@@ -84,26 +103,6 @@ def _skip_space(arr: np.ndarray, pos: np.ndarray, limit: np.ndarray, step: int) 
         else:
             pos[spaced] = last_solid(arr, limit[spaced], pos[spaced] + 1, _WS)
     return pos
-
-
-# ---------------------------------------------------------------- the exact scan (rare records)
-
-
-def _matching(arr: np.ndarray, close: np.ndarray, tail: np.ndarray, name: bytes) -> np.ndarray:
-    """Indices of the keys (closing quotes ``close``) that are exactly ``"name"``; ``tail`` holds
-    the two bytes before each closing quote."""
-    size = len(name)
-    if size > 1:
-        picked = np.flatnonzero(tail == (name[-1] | name[-2] << 8))
-    else:
-        picked = np.flatnonzero((tail & 0xFF) == name[0])
-    for j in range(3, size + 1):
-        picked = picked[arr[close[picked] - j] == name[-j]]
-    opening = close[picked] - size - 1
-    inside = opening >= 1
-    picked, opening = picked[inside], opening[inside]
-    # A quote after a backslash is escaped, or closes a string: it never opens a key.
-    return picked[(arr[opening] == QUOTE) & (arr[opening - 1] != BACKSLASH)]
 
 
 def _escaped(arr: np.ndarray, quotes: np.ndarray) -> np.ndarray:
@@ -123,81 +122,74 @@ def _escaped(arr: np.ndarray, quotes: np.ndarray) -> np.ndarray:
 
 
 class _Nesting:
-    """Object nesting depth at any position of a block's records, strings skipped: the braces
-    outside strings, found with sparse binary searches over the quotes (built only for blocks
-    holding a nested object or a brace inside a string)."""
+    """Object nesting depth at any position of the records, strings skipped: the braces outside
+    strings, found with sparse binary searches over the quotes (built only when some record
+    holds a nested object or a brace inside a string)."""
 
-    def __init__(self, arr: np.ndarray, geo: Layout) -> None:
-        self.geo = geo
+    def __init__(self, arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.starts, self.ends = starts, ends
         self.quotes = np.flatnonzero(arr == QUOTE)
         self.escaped = _escaped(arr, self.quotes)
-        self.at_start = self._real_quotes_before(geo.starts)
+        self.at_start = self._real_quotes_before(starts)
         braces = np.flatnonzero((arr == _OPEN) | (arr == _CLOSE))
-        braces = braces[self._outside(braces, self._owner(braces))]
+        braces = braces[self._outside(braces, self.owner(braces))]
         self.opens = braces[arr[braces] == _OPEN]
         self.closes = braces[arr[braces] == _CLOSE]
 
-    def _owner(self, pos: np.ndarray) -> np.ndarray:
-        return np.minimum(np.searchsorted(self.geo.ends, pos, side="right"), len(self.geo.ends) - 1)
+    def owner(self, pos: np.ndarray) -> np.ndarray:
+        return np.minimum(np.searchsorted(self.ends, pos, side="right"), len(self.ends) - 1)
 
     def _real_quotes_before(self, pos: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.quotes, pos) - np.searchsorted(self.escaped, pos)
 
     def _outside(self, pos: np.ndarray, owner: np.ndarray) -> np.ndarray:
         """Records start outside strings: an even count of real quotes since is outside."""
-        since = self._real_quotes_before(pos) - self.at_start[owner]
-        return (since & 1) == 0
+        return ((self._real_quotes_before(pos) - self.at_start[owner]) & 1) == 0
 
     def depth(self, pos: np.ndarray, owner: np.ndarray) -> np.ndarray:
-        first = self.geo.starts[owner]
+        first = self.starts[owner]
         opened = np.searchsorted(self.opens, pos) - np.searchsorted(self.opens, first)
         return opened - (np.searchsorted(self.closes, pos) - np.searchsorted(self.closes, first))
 
 
-def _scan(
-    arr: np.ndarray,
-    geo: Layout,
-    chosen: np.ndarray,
-    columns: Sequence[str],
-    nesting: _Nesting | None = None,
-) -> dict[str, np.ndarray]:
-    """Per column, the type of its value in every record (ABSENT outside ``chosen``): every
-    top-level key of the chosen records, found from the colons of the whole block."""
-    out = {c: np.zeros(len(geo.ends), dtype=np.uint8) for c in columns}
-    colons = np.flatnonzero(arr == _COLON)
-    owner = np.searchsorted(geo.ends, colons, side="right")
-    mine = (colons > 0) & (owner < len(geo.ends))
-    mine[mine] = chosen[owner[mine]]
-    colons, owner = colons[mine], owner[mine]
-    starts = geo.starts[owner]
-    close = _skip_space(arr, colons - 1, starts, -1)
-    keyed = (close > starts) & (arr[close] == QUOTE)
-    colons, owner, close = colons[keyed], owner[keyed], close[keyed]
-    top = (nesting or _Nesting(arr, geo)).depth(colons, owner) == 1
-    colons, owner, close = colons[top], owner[top], close[top]
-    kinds = _BY_FIRST_BYTE[arr[_skip_space(arr, colons + 1, geo.ends[owner], 1)]]
-    tail = arr[close - 1].astype(np.int32) | (arr[close - 2].astype(np.int32) << 8)
-    for name in columns:
-        picked = _matching(arr, close, tail, name.encode())
-        who = owner[picked]
+def _matching(arr: np.ndarray, close: np.ndarray, name: bytes) -> np.ndarray:
+    """Indices of the keys (closing quotes ``close``) that are exactly ``"name"``."""
+    size = len(name)
+    picked = np.arange(len(close))
+    for j in range(1, size + 1):
+        picked = picked[arr[close[picked] - j] == name[-j]]
+    opening = close[picked] - size - 1
+    inside = opening >= 1
+    picked, opening = picked[inside], opening[inside]
+    # A quote after a backslash is escaped, or closes a string: it never opens a key.
+    return picked[(arr[opening] == QUOTE) & (arr[opening - 1] != BACKSLASH)]
+
+
+class _Keys:
+    """Every top-level key of the records: its colon, record and closing quote, found from all
+    the colons (the exact way, for the values :meth:`RecordTypes.of` cannot find by search)."""
+
+    def __init__(self, arr: np.ndarray, starts: np.ndarray, nesting: _Nesting) -> None:
+        colons = np.flatnonzero(arr == _COLON)
+        owner = nesting.owner(colons)
+        first = starts[owner]
+        close = _skip_space(arr, np.maximum(colons - 1, 0), first, -1)
+        keyed = (close > first) & (arr[close] == QUOTE)
+        colons, owner, close = colons[keyed], owner[keyed], close[keyed]
+        top = nesting.depth(colons, owner) == 1
+        self.colons, self.owner, self.close = colons[top], owner[top], close[top]
+
+    def types(self, arr: np.ndarray, ends: np.ndarray, name: bytes) -> np.ndarray:
+        """The type of ``name``'s value in each record (ABSENT where it has none)."""
+        picked = _matching(arr, self.close, name)
+        colons, owner = self.colons[picked], self.owner[picked]
         # A repeated key: polars keeps the first value, so does this.
-        first = np.ones(len(who), dtype=bool)
-        first[1:] = who[1:] != who[:-1]
-        out[name][who[first]] = kinds[picked[first]]
-    return out
-
-
-# ---------------------------------------------------------------- the common path
-
-
-def _lines(data: bytes, geo: Layout, records: np.ndarray) -> pl.Series:
-    """The text of each record in ``records`` (a view of ``data``, not a copy)."""
-    offsets = np.concatenate(([0], geo.ends)).astype(np.int64)
-    whole = pa.LargeStringArray.from_buffers(
-        len(geo.ends), pa.py_buffer(offsets), pa.py_buffer(data)
-    )
-    lines = pl.Series(whole)
-    return lines.gather(records) if len(records) != len(geo.ends) else lines
+        once = np.ones(len(owner), dtype=bool)
+        once[1:] = owner[1:] != owner[:-1]
+        colons, owner = colons[once], owner[once]
+        out = np.zeros(len(ends), dtype=np.uint8)
+        out[owner] = _BY_FIRST_BYTE[arr[_skip_space(arr, colons + 1, ends[owner], 1)]]
+        return out
 
 
 def _type_of(value: Any) -> JsonType:
@@ -219,88 +211,113 @@ def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _by_json(
-    types: dict[str, np.ndarray], rows: np.ndarray, data: bytes, geo: Layout, records: np.ndarray
-) -> None:
-    """Type ``rows`` with :mod:`json`, one record at a time (keys written with escapes: rare)."""
-    view = memoryview(data)
-    for i in rows.tolist():
-        r = int(records[i])
-        text = bytes(view[int(geo.starts[r]) : int(geo.ends[r])]).strip().rstrip(b",")
+def _views(lines: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The records where they are: polars hands out its string views without a copy, and the
+    views of :func:`with_records`'s column point into the block itself (one buffer; each record
+    longer than the 12 bytes a view holds inline). None when that is not so."""
+    arrow = lines.to_arrow(compat_level=pl.CompatLevel.newest())
+    if not isinstance(arrow, pa.Array) or arrow.type != pa.string_view():
+        return None
+    buffers = arrow.buffers()
+    if len(buffers) != 3 or buffers[0] is not None or buffers[1] is None or buffers[2] is None:
+        return None
+    views = np.frombuffer(buffers[1], dtype=np.int32).reshape(-1, 4)
+    views = views[arrow.offset : arrow.offset + len(arrow)]
+    sizes = views[:, 0].astype(np.int64)
+    if not ((sizes > 12).all() and (views[:, 2] == 0).all()):
+        return None
+    starts = views[:, 3].astype(np.int64)
+    return np.frombuffer(buffers[2], dtype=np.uint8), starts, starts + sizes
+
+
+def _copied(lines: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The records copied into one buffer (when :func:`_views` cannot be had)."""
+    arrow = lines.to_arrow()
+    if isinstance(arrow, pa.ChunkedArray):
+        arrow = arrow.combine_chunks()
+    if arrow.type != pa.large_string():
+        arrow = arrow.cast(pa.large_string())
+    _, offsets, data = arrow.buffers()
+    n = len(arrow)
+    edges = np.frombuffer(offsets, dtype=np.int64)[arrow.offset : arrow.offset + n + 1]
+    arr = np.frombuffer(data, dtype=np.uint8) if data else np.zeros(1, dtype=np.uint8)
+    return arr, edges[:-1], edges[1:]  # the arrays keep the buffers alive
+
+
+class RecordTypes:
+    """Looks up the JSON type of values in the records of a frame's :data:`RECORD` column (the
+    records' bytes are taken from polars at the first look-up: clean files often need none)."""
+
+    def __init__(self, lines: pl.Series) -> None:
+        self.lines = lines
+        self._bytes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._nesting: _Nesting | None = None
+        self._nested: bool | None = None
+        self._keys: _Keys | None = None
+
+    def _records(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(bytes, record starts, record ends)."""
+        if self._bytes is None:
+            self._bytes = _views(self.lines) or _copied(self.lines)
+        return self._bytes
+
+    def _nesting_if_any(self) -> _Nesting | None:
+        """None when every record holds one ``{`` (its own): no key belongs to a nested one."""
+        arr, starts, ends = self._records()
+        if self._nested is None:
+            self._nested = bool(np.count_nonzero(arr == _OPEN) > len(ends))
+        if self._nested and self._nesting is None:
+            self._nesting = _Nesting(arr, starts, ends)
+        return self._nesting
+
+    def of(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """The type of column ``name``'s value in each of ``rows`` (rows whose value polars read
+        as not null)."""
+        arr, starts, ends = self._records()
+        pattern = f'"{name}":'
+        texts = self.lines if len(rows) == len(ends) else self.lines.gather(rows)
+        found = texts.str.find(pattern, literal=True).to_numpy()
+        sure = ~np.isnan(found) if found.dtype.kind == "f" else np.ones(len(rows), dtype=bool)
+        out = np.zeros(len(rows), dtype=np.uint8)
+        key = starts[rows[sure]] + found[sure].astype(np.int64)
+        # A quote after a backslash does not open a key (the key is further on).
+        ok = (arr[np.maximum(key - 1, 0)] != BACKSLASH) | (key == starts[rows[sure]])
+        nesting = self._nesting_if_any()
+        if nesting is not None:
+            ok &= nesting.depth(key, rows[sure]) == 1
+        sure[sure] = ok
+        key = key[ok]
+        value = _skip_space(arr, key + len(pattern.encode()), ends[rows[sure]], 1)
+        out[sure] = _BY_FIRST_BYTE[arr[value]]
+        if not sure.all():
+            if self._keys is None:
+                nesting = nesting or _Nesting(arr, starts, ends)
+                self._keys = _Keys(arr, starts, nesting)
+            out[~sure] = self._keys.types(arr, ends, name.encode())[rows[~sure]]
+        # polars read a value the bytes did not show (a key written with escapes): json decides.
+        for i in np.flatnonzero(out == JsonType.ABSENT).tolist():
+            out[i] = self._by_json(int(rows[i]), name)
+        return out
+
+    def _by_json(self, row: int, name: str) -> JsonType:
+        arr, starts, ends = self._records()
+        text = arr[starts[row] : ends[row]].tobytes().strip().rstrip(b",")
         try:
             value = json.loads(text, object_pairs_hook=_first_wins)
         except ValueError:
-            continue
-        for name, t in types.items():
-            t[i] = _type_of(value.get(name)) if isinstance(value, dict) else JsonType.ABSENT
+            return JsonType.ABSENT
+        return _type_of(value.get(name)) if isinstance(value, dict) else JsonType.ABSENT
 
 
-def with_types(
-    frame: pl.DataFrame, columns: Sequence[str], data: bytes, geo: Layout, records: np.ndarray
-) -> pl.DataFrame:
-    """``frame`` (records ``records`` of ``data``, read by polars as objects, in order) with the
-    JSON type of each column's values beside it (see the module docstring)."""
-    # Per column: absent, surely a string, or to be looked up. (Series by Series: a parallel
-    # select of the same expressions took twice the CPU, measured.)
-    types: dict[str, np.ndarray] = {}
-    looked: dict[str, np.ndarray] = {}
+def types_of(frame: pl.DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every column's type in every row (tests and tools; validation asks only what it needs)."""
+    records = RecordTypes(frame.get_column(RECORD))
+    out = {}
     for name in columns:
-        text = frame.get_column(name)
-        t = text.is_not_null().to_numpy().astype(np.uint8)  # ABSENT 0, STRING 1
-        looked[name] = np.flatnonzero(text.str.contains(_RENDERED).fill_null(False).to_numpy())
-        types[name] = t
-    if any(len(rows) for rows in looked.values()):
-        _look_up(types, looked, data, geo, records)
-    # A value polars read (not null) but whose key the bytes did not show: a key written with
-    # escapes (or a value polars and these bytes disagree on). json decides.
-    disagree = [rows[types[name][rows] == JsonType.ABSENT] for name, rows in looked.items()]
-    rows = np.unique(np.concatenate(disagree)) if disagree else np.empty(0, np.int64)
-    if len(rows):
-        _by_json(types, rows, data, geo, records)
-    typed = frame.with_columns(
-        pl.Series(type_column(name), t, dtype=pl.UInt8) for name, t in types.items()
-    )
-    # Beside the values, before any numbering columns the frame already has.
-    order = [*columns, *(type_column(name) for name in columns)]
-    return typed.select(order + [c for c in frame.columns if c not in set(columns)])
-
-
-def _look_up(
-    types: dict[str, np.ndarray],
-    looked: dict[str, np.ndarray],
-    data: bytes,
-    geo: Layout,
-    records: np.ndarray,
-) -> None:
-    """Type the ``looked`` rows of each column from the byte after ``"name":`` in their record;
-    records where that may mislead are scanned exactly (:func:`_scan`)."""
-    arr = as_array(data)
-    lines = _lines(data, geo, records)
-    # One '{' per record (its own): no key found can belong to a nested object.
-    nesting = _Nesting(arr, geo) if np.count_nonzero(arr == _OPEN) > len(records) else None
-    unsure = np.zeros(len(records), dtype=bool)
-    for name, rows in looked.items():
-        if not len(rows):
-            continue
-        pattern = f'"{name}":'
-        texts = lines if len(rows) == len(records) else lines.gather(rows)
-        found = texts.str.find(pattern, literal=True).to_numpy()
-        sure = ~np.isnan(found) if found.dtype.kind == "f" else np.ones(len(rows), dtype=bool)
-        rec = records[rows[sure]]
-        key = geo.starts[rec] + found[sure].astype(np.int64)
-        # A quote after a backslash does not open a key (the key is further on).
-        ok = (key == 0) | (arr[np.maximum(key - 1, 0)] != BACKSLASH)
-        if nesting is not None:
-            ok &= nesting.depth(key, rec) == 1
-        sure[sure] = ok
-        rec, key = rec[ok], key[ok]
-        value = _skip_space(arr, key + len(pattern.encode()), geo.ends[rec], 1)
-        types[name][rows[sure]] = _BY_FIRST_BYTE[arr[value]]
-        unsure[rows[~sure]] = True
-    if unsure.any():
-        chosen = np.zeros(len(geo.ends), dtype=bool)
-        chosen[records[unsure]] = True
-        exact = _scan(arr, geo, chosen, list(looked), nesting)
-        for name, rows in looked.items():
-            redo = rows[unsure[rows]]
-            types[name][redo] = exact[name][records[redo]]
+        present = frame.get_column(name).is_not_null().to_numpy()
+        t = present.astype(np.uint8)
+        rows = np.flatnonzero(present)
+        if len(rows):
+            t[rows] = records.of(name, rows)
+        out[name] = t
+    return out

@@ -1,8 +1,8 @@
 """Parse one block of whole records into a polars frame of strings, isolating malformed records.
 
 Output columns are exactly the resource's columns (String; absent ones are null), for JSON the
-JSON type of each (``json_types.type_column``, UInt8), then ``__row`` and ``__line``. Malformed
-records become error rows and do not reach validation.
+text of each record (``json_types.RECORD``: validation looks up JSON types there), then
+``__row`` and ``__line``. Malformed records become error rows and do not reach validation.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from engine.formats.framing import (
     real_quotes,
     running_parity,
 )
-from engine.formats.json_types import with_types
+from engine.formats.json_types import with_records
 from engine.formats.records import Layout, first_solid, last_solid, layout
 
 ROW = "__row"
@@ -489,12 +489,12 @@ def parse_json_lines(
     if len(bad):
         errors = _json_malformed(block, geo, rows, bad, shaped, limits, array=array)
     if not frames:
-        empty = with_types(_empty(columns), columns, data, geo, np.flatnonzero(good))
+        empty = with_records(_empty(columns), data, geo, np.flatnonzero(good))
         return Parsed(empty, errors, int(solid.sum()))
     frame = _conform(pl.concat(frames, how="vertical_relaxed"), columns)
     records = np.flatnonzero(good)
     frame = _reencode_nested(frame, data, geo, records)
-    frame = with_types(frame, columns, data, geo, records)
+    frame = with_records(frame, data, geo, records)
     return Parsed(_numbered(frame, rows[good], geo.lines[good]), errors, int(solid.sum()))
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from engine import checks
 from engine.error_rows import ERROR_SCHEMA, empty_errors
-from engine.formats.json_types import ARTICLED, JsonType, type_column
+from engine.formats.json_types import ARTICLED, RECORD, JsonType, RecordTypes, maybe_not_string
 from engine.formats.parse import LINE, NUL_SHOWN, ROW
 from engine.resources import Column, Kind, Resource
 
@@ -37,6 +38,10 @@ class Validated:
 #: The JSON type each kind takes in JSON input (strings for every other kind). CSV cells are
 #: text: there ``active`` may be ``true``/``TRUE``/… and ``tags`` ``a|b|c``.
 JSON_TYPES = {Kind.BOOL: JsonType.BOOLEAN, Kind.TAGS: JsonType.ARRAY}
+#: Kinds whose check rejects whatever text polars makes of a number, boolean, array or object:
+#: only their failing values need their JSON type looked up (for the message). Other string
+#: kinds (free text, slugs, enums) would accept ``1984`` or ``true``.
+_STRICT = (Kind.UUID, Kind.COMMENT_ID, Kind.EMAIL, Kind.TIMESTAMP)
 #: Internal codes of a JSON value of the wrong type, reported as ``invalid_format``.
 _WRONG_TYPE = {t: f"json:{t.name.lower()}" for t in ARTICLED}
 
@@ -192,19 +197,36 @@ def _has_nul(s: pl.Series) -> pl.Series:
     return s.str.contains("\x00", literal=True)
 
 
-def _wrong_type(col: Column, types: pl.Series) -> pl.Series:
-    """Internal wrong-type code per row (null where the JSON value is absent or of the right
-    type)."""
+def _json_types(col: Column, raw: pl.Series, code: pl.Series, records: RecordTypes) -> pl.Series:
+    """``code`` with a wrong-type code where the JSON value is not of the kind's JSON type (a
+    value of the wrong type fails before any other rule). Only the values that may be of
+    another type are looked up in their record."""
     expected = JSON_TYPES.get(col.kind, JsonType.STRING)
-    codes = {int(t): code for t, code in _WRONG_TYPE.items() if t != expected}
-    return types.replace_strict(codes, default=None, return_dtype=pl.String)
+    present = raw.is_not_null().to_numpy()
+    if expected is not JsonType.STRING:
+        maybe = present
+    elif col.kind in _STRICT:
+        maybe = present & code.is_not_null().to_numpy()
+    else:
+        maybe = maybe_not_string(raw)
+    rows = np.flatnonzero(maybe)
+    if not len(rows):
+        return code
+    found = records.of(col.name, rows)
+    wrong = (found != expected) & (found != JsonType.ABSENT)
+    if not wrong.any():
+        return code
+    got = np.zeros(len(code), dtype=np.uint8)
+    got[rows[wrong]] = found[wrong]
+    wrong_code = pl.Series(got).replace_strict(
+        {int(t): c for t, c in _WRONG_TYPE.items()}, default=None, return_dtype=pl.String
+    )
+    picked = pl.select(pl.when(wrong_code.is_not_null()).then(wrong_code).otherwise(code))
+    return picked.to_series().alias(code.name)
 
 
-def _check(
-    col: Column, raw: pl.Series, types: pl.Series | None = None
-) -> tuple[pl.Series, pl.Series]:
-    """(error code or null per row, typed value) for one column; ``types``: the JSON type of
-    each value (JSON input only)."""
+def _check(col: Column, raw: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """(error code or null per row, typed value) for one column."""
     textual = col.kind in (Kind.TEXT,)
     s = raw if textual else raw.str.strip_chars()
     missing = s.is_null() | (s.str.strip_chars() == "")
@@ -258,9 +280,6 @@ def _check(
         .then(pl.lit(code_value))
         .otherwise(pl.lit(None, dtype=pl.String))
     ).to_series()
-    if types is not None:  # a value of the wrong JSON type fails before any other rule
-        wrong = _wrong_type(col, types)
-        code = pl.select(pl.when(wrong.is_not_null()).then(wrong).otherwise(code)).to_series()
     return code.alias(col.name), typed.alias(col.name)
 
 
@@ -290,11 +309,16 @@ def validate(frame: pl.DataFrame, resource: Resource) -> Validated:
     """Check every column of every record; return typed valid rows and error rows (row order)."""
     codes: dict[str, pl.Series] = {}
     typed: dict[str, pl.Series] = {}
-    json_input = type_column(resource.columns[0].name) in frame.columns
+    records = None
+    if RECORD in frame.columns:
+        # Dropped at once: carried along, the view of the block made every select slower.
+        records = RecordTypes(frame[RECORD])
+        frame = frame.drop(RECORD)
     for col in resource.columns:
-        types = frame[type_column(col.name)] if json_input else None
-        codes[col.name], typed[col.name] = _check(col, frame[col.name], types)
-    msgs = {col.name: messages(col, json=json_input) for col in resource.columns}
+        codes[col.name], typed[col.name] = _check(col, frame[col.name])
+        if records is not None:
+            codes[col.name] = _json_types(col, frame[col.name], codes[col.name], records)
+    msgs = {col.name: messages(col, json=records is not None) for col in resource.columns}
     if resource.rules:
         typed_frame = pl.DataFrame(list(typed.values()))
         for rule in resource.rules:

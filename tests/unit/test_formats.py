@@ -186,20 +186,18 @@ def test_batches_do_not_depend_on_chunking(chunk, batch_rows):
     assert sum(b.rows for b in got) == 60
 
 
-def test_frames_are_strings_with_json_types_row_and_line():
+def test_frames_are_strings_with_the_record_row_and_line():
     batches = read(b'{"id": 5, "name": true}\n', "ndjson")
     assert batches[0].frame.schema == {
         "id": pl.String,
         "name": pl.String,
         "x": pl.String,
-        "__json_id": pl.UInt8,
-        "__json_name": pl.UInt8,
-        "__json_x": pl.UInt8,
+        "__record": pl.String,
         "__row": pl.Int64,
         "__line": pl.Int64,
     }
     assert rows_of(batches) == [
-        {"id": "5", "name": "true", "x": None, "__json_id": 2, "__json_name": 3, "__json_x": 0}
+        {"id": "5", "name": "true", "x": None, "__record": '{"id": 5, "name": true}\n'}
         | {"__row": 1, "__line": 1}
     ]
 
