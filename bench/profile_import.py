@@ -4,14 +4,17 @@
     .venv/bin/python bench/profile_import.py comments --reference-checks triggers
     .venv/bin/py-spy record -r 100 --threads -o prof.svg -- \\
         .venv/bin/python bench/profile_import.py articles          # where the worker's CPU goes
-    .venv/bin/python bench/profile_import.py articles --perf pg.perf   # the writing backend
+    .venv/bin/python bench/profile_import.py articles --perf pg.perf   # the worker's bulk backend
+        # (with set-based reference checks, clean batches are written on the locker's connections)
 
 Starts a PostgreSQL with the benchmark settings (``bench/database.py``), loads the parents with
 ``\\copy`` (untimed), then runs :func:`engine.imports.run.run_import` on the cached benchmark file
 (``bench/inputs.py``) with a local object store over ``bench/.cache``. Prints the wall time, the
-CPU of this process (reading, validating, ADBC encoding) and of the writing backend (from
-``/proc``), and the time spent in ``BatchLoader.apply`` (waiting for the writer included) and in
-the locker's statements. The figures of the README's "what limits the numbers" come from here.
+CPU of this process (reading, validating, ADBC encoding), of the worker's bulk connection's backend
+and of all server processes (from ``/proc``: the live ones plus those the postmaster reaped, as
+the locker's connections, which also write clean batches with set-based reference checks), and
+the time spent in ``BatchLoader.apply`` (waiting for the writer included) and in the locker's
+statements. The figures of the README's "what limits the numbers" come from here.
 """
 
 from __future__ import annotations
@@ -59,9 +62,23 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU seconds of ``pid`` (``children``: of its exited, reaped children instead)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    first = 13 if children else 11
+    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+
+
+def _backends_cpu(postmaster: int) -> float:
+    """CPU seconds of the server's processes so far: live children plus reaped ones."""
+    total = _cpu_seconds(postmaster, children=True)
+    for task in Path(f"/proc/{postmaster}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += _cpu_seconds(int(child))
+            except FileNotFoundError:
+                continue  # exited meanwhile
+    return total
 
 
 def main() -> int:
@@ -102,6 +119,7 @@ def _profile(server: Any, args: argparse.Namespace) -> int:
     backend = int(cur.fetchone()[0])
     cur.close()
     bulk.rollback()
+    postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
     ctx = JobContext(
         settings, Storage(LocalStore(str(CACHE)), "local"), catalog(settings.user_roles),
         conn, bulk, "profile", threading.Event(),
@@ -110,12 +128,13 @@ def _profile(server: Any, args: argparse.Namespace) -> int:
     if args.perf:
         perf = subprocess.Popen(["perf", "record", "-g", "-o", args.perf, "-p", str(backend)],
                                 stderr=subprocess.DEVNULL)  # fmt: skip
-    cpu_backend, cpu_self = _cpu_seconds(backend), os.times()
+    cpu_backend, cpu_all, cpu_self = _cpu_seconds(backend), _backends_cpu(postmaster), os.times()
     started = time.perf_counter()
     status = run_import(ctx, job.id).value
     wall = time.perf_counter() - started
     after = os.times()
     backend_cpu = _cpu_seconds(backend) - cpu_backend
+    all_cpu = _backends_cpu(postmaster) - cpu_all
     if perf is not None:
         perf.send_signal(2)
         perf.wait()
@@ -123,7 +142,8 @@ def _profile(server: Any, args: argparse.Namespace) -> int:
     rows = database.count(resource)
     print(f"{resource}: {status}, {rows:,} rows in {wall:.2f} s "
           f"(reference checks: {args.reference_checks})")  # fmt: skip
-    print(f"  CPU: this process {own_cpu:.2f} s, writing backend {backend_cpu:.2f} s")
+    print(f"  CPU: this process {own_cpu:.2f} s, worker's bulk backend {backend_cpu:.2f} s, "
+          f"all server processes {all_cpu:.2f} s")  # fmt: skip
     for name, seconds in SPENT.most_common():
         print(f"  in {name}: {seconds:.2f} s")
     conn.close()
