@@ -16,9 +16,11 @@
 # Environment: PYTHON (interpreter used to create .venv, default python3, must be >= 3.11),
 #              BULKIO_SKIP_APT=1 (never call apt-get; just check that the binaries exist).
 #
-# System packages (Debian/Ubuntu): postgresql, postgresql-contrib, redis-server, plus a C compiler
-# and, for a Debian-packaged python3, python3-venv/python3-dev. Their system services are never
-# started or enabled: bulkio runs its own private instances (.ci/services.sh, tests/servers.py).
+# System packages (Debian/Ubuntu): postgresql, postgresql-contrib, redis-server, chromium (the
+# browser tests of the web page drive it headless through Playwright, which never downloads a
+# browser of its own), plus a C compiler and, for a Debian-packaged python3,
+# python3-venv/python3-dev. Their system services are never started or enabled: bulkio runs its
+# own private instances (.ci/services.sh, tests/servers.py).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -71,6 +73,14 @@ have_postgres_server() {
     command -v pg_config >/dev/null 2>&1 && [[ -x "$(pg_config --bindir 2>/dev/null)/initdb" ]]
 }
 
+have_chromium() {
+    if [[ -n ${BULKIO_CHROMIUM:-} ]]; then
+        [[ -x $BULKIO_CHROMIUM ]]
+    else
+        command -v chromium >/dev/null 2>&1
+    fi
+}
+
 PY=${PYTHON:-python3}
 
 install_system_packages() {
@@ -80,6 +90,10 @@ install_system_packages() {
         for p in postgresql postgresql-contrib redis-server; do
             pkg_installed "$p" || want+=("$p")
         done
+        # tests/browser/ (BULKIO_CHROMIUM may name another Chromium binary instead).
+        if [[ -z ${BULKIO_CHROMIUM:-} ]] && ! have_chromium; then
+            want+=(chromium)
+        fi
         if ! command -v cc >/dev/null 2>&1; then
             want+=(gcc libc6-dev)
         fi
@@ -102,6 +116,7 @@ install_system_packages() {
     if ((${#want[@]} == 0)); then
         have_postgres_server || die "PostgreSQL server binaries (initdb) not found"
         command -v redis-server >/dev/null 2>&1 || die "redis-server not found"
+        have_chromium || die "chromium not found (the browser tests need it: apt-get install chromium, or set BULKIO_CHROMIUM)"
         return 0
     fi
 
@@ -143,6 +158,7 @@ install_system_packages() {
     fi
     have_postgres_server || die "PostgreSQL server binaries (initdb) still not found"
     command -v redis-server >/dev/null 2>&1 || die "redis-server still not found"
+    have_chromium || die "chromium still not found"
 }
 
 install_system_packages

@@ -26,10 +26,11 @@ from engine.exports.query import FORMATS as EXPORT_FORMATS
 from engine.formats import FORMATS as IMPORT_FORMATS
 from engine.resources import Filter, FilterOp, Kind, Resource
 
-#: The static files the page is made of, with their media types: nothing else is served.
+#: The static files the page is made of, with their media types (Litestar adds the charset of
+#: text types): nothing else is served.
 ASSETS = {
-    "app.js": "text/javascript; charset=utf-8",
-    "app.css": "text/css; charset=utf-8",
+    "app.js": "text/javascript",
+    "app.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }
 #: Where the page's data is put in index.html.
@@ -114,7 +115,7 @@ def page(state: State) -> Response[bytes]:
     html = _read("index.html").decode()
     script = f'<script type="application/json" id="catalog">{catalog_json(state.app)}</script>'
     body = html.replace(PLACEHOLDER, script, 1).encode()
-    return Response(body, media_type="text/html; charset=utf-8", headers=HEADERS)
+    return Response(body, media_type="text/html", headers=HEADERS)
 
 
 @get("/ui/{name:str}", include_in_schema=False, sync_to_thread=True)

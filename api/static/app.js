@@ -259,6 +259,7 @@ const monitor = {
     this.stop();
     this.job = job;
     this.announced = null;
+    delete $("job").dataset.eventSeq;
     $("job").hidden = false;
     $("errors").hidden = true;
     $("job-download").hidden = true;
@@ -326,6 +327,7 @@ const monitor = {
   /** One event of the stream: its counters onto the view. */
   apply(event) {
     const data = event.data || {};
+    $("job").dataset.eventSeq = String(event.seq); // the last event shown (tests read it)
     const job = { ...this.job };
     if (event.type === "started" || event.type === "retrying") job.status = "running";
     if (TERMINAL.has(event.type)) job.status = event.type;
