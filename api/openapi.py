@@ -188,8 +188,10 @@ def _upload_import(form: Schema) -> Schema:
 
 def describe_uploads(openapi: OpenAPI, max_upload_bytes: int) -> None:
     """An upload's ``size`` is at most BULKIO_MAX_UPLOAD_BYTES (a setting, so not in the
-    struct)."""
+    struct); its request bodies refuse unknown members (``forbid_unknown_fields``)."""
     assert openapi.components is not None and openapi.components.schemas is not None
+    for name in ("UploadCreate", "UploadComplete", "PartDone"):
+        openapi.components.schemas[name].additional_properties = False
     create = openapi.components.schemas["UploadCreate"]
     assert create.properties is not None
     size = create.properties["size"]

@@ -37,7 +37,7 @@ from engine.uploads import Upload
 
 #: Bytes of a PATCH body gathered before each write to the file (one thread hop per write).
 WRITE_BYTES = 1024 * 1024
-#: tus' media type of an append's body (any is accepted).
+#: tus' media type of an append's body (any is accepted; octet-stream is documented too).
 OFFSET_STREAM = "application/offset+octet-stream"
 
 
@@ -318,6 +318,7 @@ class UploadDataController(Controller):
         description="`Upload-Offset`: the bytes stored (send from there); `Upload-Length`: "
         "the declared size. The signature is the credential: no bearer token.",
         responses=_responses(
+            s400="`expires` or `signature` is missing.",
             s403="The signature is missing, tampered with or expired.",
             s404="No such local upload (it may have expired).",
         ),
@@ -376,9 +377,10 @@ class UploadDataController(Controller):
             request_body=RequestBody(
                 required=True,
                 content={
-                    OFFSET_STREAM: OpenAPIMediaType(
+                    media: OpenAPIMediaType(
                         schema=Schema(type=OpenAPIType.STRING, format="binary")  # type: ignore[arg-type]
                     )
+                    for media in (OFFSET_STREAM, "application/octet-stream")
                 },
             ),
         ),
