@@ -14,7 +14,7 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from api.exports import media_type
-from api.openapi import EXPORT_MEDIA, GZIP, files, operation
+from api.openapi import COMPRESSED_MEDIA, EXPORT_MEDIA, files, operation
 from api.problems import Problem, problem_responses
 from api.state import AppState
 from api.streaming import ClosingStream, GuardedStream
@@ -35,7 +35,7 @@ class DownloadController(Controller):
         "or expired signature; 404: the job has no result (yet).",
         responses=problem_responses(400, 403, 404),
         operation_class=operation(
-            public=True, content={200: files([*EXPORT_MEDIA.values(), GZIP])}
+            public=True, content={200: files([*EXPORT_MEDIA.values(), *COMPRESSED_MEDIA])}
         ),
     )
     def download(

@@ -15,13 +15,14 @@ from litestar.response import Stream
 from api.auth import authorize, idempotency_key, principal_of
 from api.imports import _job_view
 from api.limits import JSON_BODY_BYTES
-from api.openapi import EXPORT_MEDIA, GZIP, NO_COMPRESSION, files, operation
+from api.openapi import COMPRESSED_MEDIA, EXPORT_MEDIA, NO_COMPRESSION, files, operation
 from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import ExportRequest, JobView
 from api.state import AppState
 from api.streaming import STREAM_CONNECTION, ClosingStream, GuardedStream
 from api.views import events_url, job_view
 from engine import db, jobs, metrics
+from engine.exports.compress import MEDIA_TYPES
 from engine.exports.query import (
     COMPRESSIONS,
     FORMATS,
@@ -46,18 +47,24 @@ class ExportJobRequest(ExportRequest, forbid_unknown_fields=True):
     formula_guard: bool | None = None
 
 
-def _accepts_gzip(header: str | None) -> bool:
+def content_encoding(header: str | None) -> str | None:
+    """The ``Content-Encoding`` to answer an ``Accept-Encoding`` with: zstd or gzip, whichever
+    has the higher q-value (zstd on a tie: smaller and faster), None if neither is accepted."""
+    ranked: list[tuple[float, bool, str]] = []
     for item in (header or "").split(","):
         name, _, params = item.strip().partition(";")
-        if name.strip().lower() == "gzip":
-            q = params.strip().removeprefix("q=")
-            return not q or (q.replace(".", "", 1).isdigit() and float(q) > 0)
-    return False
+        name = name.strip().lower()
+        q = params.strip().removeprefix("q=").strip()
+        if name in COMPRESSIONS and (not q or q.replace(".", "", 1).isdigit()):
+            weight = float(q) if q else 1.0
+            if weight > 0:
+                ranked.append((weight, name == "zstd", name))
+    return max(ranked)[2] if ranked else None
 
 
 def media_type(spec: ExportSpec) -> str:
-    if spec.compression == "gzip":
-        return "application/gzip"
+    if spec.compression:
+        return MEDIA_TYPES[spec.compression]
     return spec.writer().content_type.split(";")[0]  # litestar adds "; charset=utf-8" to text/*
 
 
@@ -98,11 +105,15 @@ class ExportController(Controller):
             "batch by batch into the response (constant memory, backpressure). Every other query "
             "parameter is a filter declared for the resource (e.g. `role=admin`, "
             "`created_after=2024-01-01T00:00:00Z`, `ids=a,b`). `compression=gzip` makes the body a "
-            ".gz file; otherwise `Accept-Encoding: gzip` gives `Content-Encoding: gzip`."
+            ".gz file (`application/gzip`), `compression=zstd` a .zst file (`application/zstd`); "
+            "otherwise `Accept-Encoding: zstd` or `gzip` gives that `Content-Encoding` (zstd "
+            "when both are accepted with the same q-value; Parquet is never re-compressed)."
         ),
         opt={"scope": "exports:read"},
         responses=problem_responses(*GUARDED),
-        operation_class=operation(content={200: files([*EXPORT_MEDIA.values(), GZIP])}),
+        operation_class=operation(
+            content={200: files([*EXPORT_MEDIA.values(), *COMPRESSED_MEDIA])}
+        ),
     )
     def stream(
         self,
@@ -116,7 +127,7 @@ class ExportController(Controller):
         fields: str | None = Parameter(default=None, include_in_schema=False),
         compression: str | None = Parameter(
             default=None,
-            description="gzip: the body is a .gz file",
+            description="gzip: the body is a .gz file; zstd: a .zst file",
             schema_extra={"enum": [*COMPRESSIONS, *NO_COMPRESSION]},
         ),
         formula_guard: bool | None = Parameter(
@@ -134,9 +145,9 @@ class ExportController(Controller):
         names = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
         spec, query = _prepare(app, resource, fmt, names, filters, compression, formula_guard)
         encode = (
-            spec.compression is None
-            and spec.format != "parquet"
-            and _accepts_gzip(request.headers.get("accept-encoding"))
+            content_encoding(request.headers.get("accept-encoding"))
+            if spec.compression is None and spec.format != "parquet"
+            else None
         )
         slot = app.slots.take_stream(principal_of(request))
         try:
@@ -148,7 +159,7 @@ class ExportController(Controller):
         encoded = Encoded(
             prefetch(export_batches(conn, query)),
             spec.writer(),
-            gzip=encode or spec.compression == "gzip",
+            compression=encode or spec.compression,
         )
 
         def release() -> None:
@@ -166,7 +177,7 @@ class ExportController(Controller):
             "Vary": "Accept-Encoding",
         }
         if encode:
-            headers["Content-Encoding"] = "gzip"
+            headers["Content-Encoding"] = encode
         return GuardedStream(
             chain([first], body),
             closing=body,

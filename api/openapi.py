@@ -32,7 +32,7 @@ from engine.resources import Filter, FilterOp, Kind, Resource
 STRING, OBJECT, ARRAY = OpenAPIType.STRING, OpenAPIType.OBJECT, OpenAPIType.ARRAY
 #: A string that is not blank once stripped (the API strips values) and holds no NUL.
 NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
-#: Media types of an export's body, by format; ``compression=gzip`` makes it a .gz file.
+#: Media types of an export's body, by format; ``compression`` makes it a .gz or .zst file.
 EXPORT_MEDIA = {
     "csv": "text/csv",
     "ndjson": "application/x-ndjson",
@@ -40,6 +40,8 @@ EXPORT_MEDIA = {
     "parquet": "application/vnd.apache.parquet",
 }
 GZIP = "application/gzip"
+#: Media types of an export written as a compressed file (``compression=gzip|zstd``).
+COMPRESSED_MEDIA = (GZIP, "application/zstd")
 #: Spellings of "no compression" the API accepts besides null.
 NO_COMPRESSION = ("none", "identity")
 _TRUTHS = ("true", "false", "1", "0", "yes", "no")
@@ -161,7 +163,9 @@ def import_body(
                 schema=form,
                 encoding={"file": Encoding(headers={"Content-Disposition": disposition})},
             ),
-            "application/json": OpenAPIMediaType(schema=_upload_import(form)),
+            "application/json": OpenAPIMediaType(
+                schema=Schema(one_of=[_upload_import(form), _url_import(form)])
+            ),
         },
     )
 
@@ -183,6 +187,31 @@ def _upload_import(form: Schema) -> Schema:
         required=["upload_id", "resource"],
         additional_properties=False,
         properties={"upload_id": upload_id, **fields},
+    )
+
+
+def _url_import(form: Schema) -> Schema:
+    """The JSON import from a URL: the form's fields, ``source_url`` for ``file``."""
+    assert form.properties is not None
+    fields = {name: value for name, value in form.properties.items() if name != "file"}
+    url = Schema(
+        type=STRING,
+        format="uri",  # type: ignore[arg-type]
+        min_length=1,
+        max_length=8192,
+        description="A worker fetches the file from here into storage, then imports it. "
+        "`https` only, and only to public addresses, checked now and again when fetched, each "
+        "redirect too (at most 5): else 400 with a `reason` (BULKIO_URL_IMPORT_ALLOW_PRIVATE "
+        "lifts this for development). The format is `format`, else the URL path's extension, "
+        "else the answer's Content-Type (the job shows `auto` until then). Also accepted as a "
+        "form field of multipart/form-data or a query parameter, without a file.",
+    )
+    return Schema(
+        type=OBJECT,
+        title="Import from a URL",
+        required=["source_url", "resource"],
+        additional_properties=False,
+        properties={"source_url": url, **fields},
     )
 
 

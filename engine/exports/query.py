@@ -2,7 +2,7 @@
 
 Both the streaming HTTP export and the export job go through :func:`prepare` (validate the
 request against the resource declaration, build the query), :func:`export_batches` (ADBC, one
-snapshot) and :class:`Encoded` (writer + optional gzip).
+snapshot) and :class:`Encoded` (writer + optional gzip or zstd, ``engine.exports.compress``).
 
 Filter values are never SQL text. They are *not* bound as ordinary query parameters either: the
 ADBC PostgreSQL driver streams a parameter-free query through ``COPY (…) TO STDOUT`` in bounded
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import uuid
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,18 +24,16 @@ from typing import Any
 import polars as pl
 
 from engine.errors import BulkioError
+from engine.exports.compress import COMPRESSIONS, SUFFIXES, Compressor, compressor
 from engine.exports.writers import WRITERS, Writer, writer_for
 from engine.resources import Filter, FilterOp, Kind, Resource
 
 #: Formats an export can be written in.
 FORMATS = WRITERS
-COMPRESSIONS = ("gzip",)
 #: Arrow bytes per batch the ADBC driver aims at (its default is 16 MiB). Peak RSS of the API
 #: worker streaming 1M users as NDJSON: 16 MiB → 550-620 MB and rising with each export,
 #: 4 MiB → 310 MB, 1 MiB → 215-230 MB (100K rows: 210-220 MB), and no slower. ~7,500 users a batch.
 BATCH_BYTES = 1024 * 1024
-#: zlib level for gzip output: level 1 is ~3x faster than 6 for ~10% larger files.
-GZIP_LEVEL = 1
 _BATCH_HINT = "adbc.postgresql.batch_size_hint_bytes"
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
@@ -85,7 +82,7 @@ class ExportSpec:
 
     @property
     def file_name(self) -> str:
-        return f"{self.resource}.{self.format}" + (".gz" if self.compression == "gzip" else "")
+        return f"{self.resource}.{self.format}" + SUFFIXES.get(self.compression or "", "")
 
     def writer(self) -> Writer:
         return writer_for(self.format, list(self.fields), formula_guard=self.formula_guard)
@@ -294,16 +291,18 @@ def _frame(data: Any) -> pl.DataFrame:
 
 class Encoded:
     """The bytes of an export, chunk by chunk (header, one chunk per batch, footer), optionally
-    gzip-compressed; counts rows and output bytes as they pass.
+    compressed (``compression``: gzip or zstd); counts rows and output bytes as they pass.
 
     The first frame is pulled before anything is emitted, so a failing query fails the first
     ``next()`` rather than a response that has already started.
     """
 
-    def __init__(self, frames: Iterable[pl.DataFrame], writer: Writer, *, gzip: bool) -> None:
+    def __init__(
+        self, frames: Iterable[pl.DataFrame], writer: Writer, *, compression: str | None = None
+    ) -> None:
         self.frames = iter(frames)
         self.writer = writer
-        self.gzip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if gzip else None
+        self.packer: Compressor | None = compressor(compression) if compression else None
         self.rows = 0
         self.bytes = 0
 
@@ -325,11 +324,11 @@ class Encoded:
 
     def __iter__(self) -> Iterator[bytes]:
         for part in self._parts():
-            data = self.gzip.compress(part) if self.gzip else part
+            data = self.packer.compress(part) if self.packer else part
             if data:
                 self.bytes += len(data)
                 yield data
-        if self.gzip:
-            tail = self.gzip.flush()
+        if self.packer:
+            tail = self.packer.flush()
             self.bytes += len(tail)
             yield tail

@@ -51,7 +51,7 @@ def run_export(ctx: JobContext, job_id: str) -> RunResult:
     # A connection of its own: an export left mid-COPY cannot be reused (see export_batches).
     bulk = db.connect_bulk(s.database_url, name="bulkio-exporter")
     encoded = Encoded(
-        prefetch(export_batches(bulk, query)), spec.writer(), gzip=spec.compression == "gzip"
+        prefetch(export_batches(bulk, query)), spec.writer(), compression=spec.compression
     )
     try:
         with ctx.storage.writer(key) as out:
