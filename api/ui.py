@@ -12,6 +12,7 @@ origin only: no inline script, no other host, no framing.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from importlib.resources import files
 from typing import Any
 
@@ -83,7 +84,7 @@ def filter_hint(resource: Resource, flt: Filter) -> str:
     return ""
 
 
-def catalog_json(app: AppState) -> str:
+def catalog_json(catalog: Mapping[str, Resource]) -> str:
     """What the forms offer, as JSON that is safe inside a ``<script>`` element."""
     data: dict[str, Any] = {
         "resources": {
@@ -93,7 +94,7 @@ def catalog_json(app: AppState) -> str:
                     {"name": f.name, "hint": filter_hint(resource, f)} for f in resource.filters
                 ],
             }
-            for name, resource in app.catalog.items()
+            for name, resource in catalog.items()
         },
         "import_formats": list(IMPORT_FORMATS),
         "modes": list(MODES),
@@ -105,15 +106,16 @@ def catalog_json(app: AppState) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-@get("/", include_in_schema=False)
+@get("/", include_in_schema=False, sync_to_thread=False)
 def root() -> Redirect:
     return Redirect("/ui", status_code=302)
 
 
 @get("/ui", include_in_schema=False, sync_to_thread=True)
 def page(state: State) -> Response[bytes]:
+    app: AppState = state.app
     html = _read("index.html").decode()
-    script = f'<script type="application/json" id="catalog">{catalog_json(state.app)}</script>'
+    script = f'<script type="application/json" id="catalog">{catalog_json(app.catalog)}</script>'
     body = html.replace(PLACEHOLDER, script, 1).encode()
     return Response(body, media_type="text/html", headers=HEADERS)
 

@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -145,15 +146,16 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     browser.close()
 
 
-@pytest.fixture
-def tab(browser: Browser, web: Bulkio) -> Iterator[Session]:
-    """A fresh browser context (its own sessionStorage) at 1440 px, downloads accepted."""
+@contextmanager
+def open_tab(browser: Browser, origin: str) -> Iterator[Session]:
+    """A fresh browser context (its own sessionStorage) at 1440 px, downloads accepted, on the
+    page at ``origin``; checks on the way out what the page did."""
     context = browser.new_context(
         viewport={"width": WIDE, "height": 1000}, accept_downloads=True, locale="en-GB"
     )
     context.set_default_timeout(30_000)
     page = context.new_page()
-    session = Session(page, context, f"http://127.0.0.1:{web.port}")
+    session = Session(page, context, origin)
 
     def on_request(request: Request) -> None:
         if not request.url.startswith(("blob:", "data:", "about:")):
@@ -168,9 +170,26 @@ def tab(browser: Browser, web: Bulkio) -> Iterator[Session]:
     page.on("console", on_console)
     page.on("pageerror", lambda exc: session.errors.append(f"page error: {exc}"))
     page.add_init_script(WATCH_CSP)
-    yield session
-    violations = session.csp_violations()
-    context.close()
+    try:
+        yield session
+        violations = session.csp_violations()
+    finally:
+        context.close()
     assert session.foreign() == [], "the page made requests to another origin"
     assert violations == [], "the Content-Security-Policy refused something"
     assert session.errors == [], "the page logged errors"
+
+
+@pytest.fixture
+def tab(browser: Browser, web: Bulkio) -> Iterator[Session]:
+    """The page at the service's BULKIO_PUBLIC_URL."""
+    with open_tab(browser, f"http://127.0.0.1:{web.port}") as session:
+        yield session
+
+
+@pytest.fixture
+def localhost_tab(browser: Browser, web: Bulkio) -> Iterator[Session]:
+    """The page reached by another name than BULKIO_PUBLIC_URL's (``localhost``): the URLs the
+    API builds (events_url, next, download_url) name another origin than the page's."""
+    with open_tab(browser, f"http://localhost:{web.port}") as session:
+        yield session

@@ -66,7 +66,7 @@ def upload(tab: Session, path: Path, resource: str, mode: str = "upsert") -> str
     """Upload ``path`` through the form; returns the new job's id (once the page shows it)."""
     page = tab.page
     form = page.locator("#import")
-    form.get_by_label("File (CSV, NDJSON or JSON").set_input_files(path)
+    form.get_by_label("File to import").set_input_files(path)
     form.get_by_label("Resource").select_option(resource)
     form.get_by_label("Mode").select_option(mode)
     with page.expect_response(
@@ -202,6 +202,30 @@ def test_an_upload_the_api_refuses_says_why(tab: Session, token: str, tmp_path: 
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
     tab.sign_in(token)
-    tab.page.get_by_label("File (CSV, NDJSON or JSON").set_input_files(empty)
+    tab.page.get_by_label("File to import").set_input_files(empty)
     tab.page.get_by_role("button", name="Upload and import").click()
     expect(tab.page.get_by_role("alert")).to_have_text("Upload refused: the uploaded file is empty")
+
+
+def test_reached_by_another_host_name_the_page_still_only_talks_to_its_own_origin(
+    localhost_tab: Session, web: Bulkio, token: str, datadir: Path
+) -> None:
+    """The job view's events_url and the pages' next links name BULKIO_PUBLIC_URL's host
+    (127.0.0.1); the page uses their paths on its own origin (localhost), else its
+    Content-Security-Policy would refuse them (checked on the way out, with the origins)."""
+    tab = localhost_tab
+    path, expected = make(datadir, "users", "csv", 3000, seed=33, defect_rate=0.05)
+    tab.sign_in(token)
+    job_id = upload(tab, path, "users")
+    page = tab.page
+    expect(page.get_by_role("status").filter(has_text="Completed")).to_be_visible()
+    job = web.client_for(token).get(f"/v1/jobs/{job_id}").json()
+    assert job["events_url"].startswith(web.env["BULKIO_PUBLIC_URL"])
+    assert not tab.origin.startswith(web.env["BULKIO_PUBLIC_URL"])
+    assert page.locator("#job").get_attribute("data-event-seq")  # through the stream
+    expect(page.locator("#errors-table tbody tr")).to_have_count(50)
+    page.get_by_role("button", name="Next page").click()
+    expect(page.locator("#errors-page")).to_have_text("Page 2")
+    assert table_rows(page) == report_rows(web, token, job_id)[50:100]
+    assert any(f"{tab.origin}/v1/jobs/{job_id}/events?" in url for url in tab.requests)
+    assert expected.failed > 50
