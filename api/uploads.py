@@ -417,7 +417,9 @@ class UploadDataController(Controller):
     async def _write(
         app: AppState, request: Request[Any, Any, Any], upload: Upload, offset: int
     ) -> int:
-        appender = await anyio.to_thread.run_sync(uploads.Appender, app.storage, upload, offset)
+        appender = await anyio.to_thread.run_sync(
+            uploads.open_appender, app.storage, upload, offset
+        )
         pending = bytearray()
 
         async def flush() -> None:

@@ -113,6 +113,7 @@ class DirectUpload:
             lambda: self.service.call("POST", "/v1/uploads", f"uploading {self.path}", json=body)
         )
         upload_id = str(view["upload_id"])
+        self._progressed(int(view["received_bytes"]))
         with self.out.transfer("upload", self.size) as bar:
             position = _Position(bar)
             view = self._send(view, position)

@@ -1,42 +1,14 @@
-"""Upload sessions: a file sent straight to storage, resumable, checked, then imported once.
-
-The state is a row of ``uploads`` (migration 0012, which draws the status graph); the bytes go
-to the object store under ``uploads/<id>/data``:
-
-* **S3**: a multipart upload. The client PUTs each part to a presigned URL (engine/multipart.py);
-  what arrived is S3's own ListParts, so nothing is recorded per part. Completing checks that the
-  parts cover the declared size exactly, assembles them, then reads the object once, in the API
-  process that completes it, to compute its SHA-256 (S3 keeps no SHA-256 of a whole multipart
-  object).
-* **local store**: the client appends through the API (``PATCH /v1/uploads/{id}/data`` at an
-  offset, tus-style); the file's size is the offset, so a request cut half way keeps what
-  arrived. The SHA-256 is computed while appending: each upload's running hash stays in the
-  process between requests (``_HASHES``); a request that finds none (the previous one went to
-  another API process, or the process restarted) first hashes the bytes already on disk. One
-  request at a time appends (an exclusive ``flock`` on the file; another gets a conflict).
-
-A completed upload becomes an import job's source in the transaction that creates the job
-(:func:`create_job`): the job's ``object_key`` is the upload's, so
-the worker reads it as any uploaded file and retention deletes it with the job. Uploads not
-imported by their ``expires_at`` are removed by :func:`expire` (run by engine/retention.py).
-"""
+"""Upload sessions' rows and their S3 side: create, read, what arrived, completion (size and
+SHA-256 checks), and the import that consumes one (see the package's docstring)."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import os
-import threading
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import obstore
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -46,6 +18,16 @@ from engine.jobs import Job
 from engine.multipart import MAX_PARTS, Multipart, NoSuchUpload, Part
 from engine.settings import Settings
 from engine.storage import Storage
+from engine.uploads import local
+from engine.uploads.errors import (
+    ChecksumMismatch,
+    TooManyUploads,
+    UnsupportedStore,
+    UploadConflict,
+    UploadNotFound,
+    UploadRejected,
+    UploadTooLarge,
+)
 
 #: Object path of an upload's bytes; the segment after ``uploads/`` is its id.
 PREFIX = "uploads"
@@ -53,59 +35,8 @@ PREFIX = "uploads"
 KINDS = ("local", "s3")
 #: How long one request may take to complete an upload (assemble, hash) before another may try.
 COMPLETE_LEASE_SECONDS = 900
-#: Running hashes of local uploads kept between requests (an entry is ~200 bytes).
-HASHES_KEPT = 1024
-#: Bytes read at a time when hashing what is already stored.
-HASH_CHUNK = 4 * 1024 * 1024
 #: Missing or wrong parts named in one message.
 NAMED_PARTS = 20
-
-
-class UploadError(Exception):
-    """Base of the refusals below; the message says what to do."""
-
-
-class UploadNotFound(UploadError):
-    """Raised when no upload of that id belongs to the caller (or it has expired)."""
-
-
-class UploadConflict(UploadError):
-    """Raised when the upload's state forbids the request (not all bytes arrived, a wrong
-    offset, another request at work, already imported); ``offset``: a local upload's current
-    offset, when it matters."""
-
-    def __init__(self, message: str, offset: int | None = None) -> None:
-        super().__init__(message)
-        self.offset = offset
-
-
-class UploadTooLarge(UploadError):
-    """Raised when a size passes BULKIO_MAX_UPLOAD_BYTES, or bytes pass the declared size."""
-
-
-class TooManyUploads(UploadError):
-    """Raised when the owner already holds BULKIO_MAX_OPEN_UPLOADS uploads not imported."""
-
-
-class UploadRejected(UploadError):
-    """Raised when the stored bytes can never make the declared file (a size or checksum
-    mismatch); the upload is rejected, its bytes deleted."""
-
-
-class ChecksumMismatch(UploadRejected):
-    """Raised when the bytes' SHA-256 is not the declared one."""
-
-    def __init__(self, declared: str, received: str, upload_id: str) -> None:
-        super().__init__(
-            f"the bytes received have SHA-256 {received}, not the declared {declared}; "
-            f"upload {upload_id} is rejected and cannot be imported: create a new one"
-        )
-        self.declared = declared
-        self.received = received
-
-
-class UnsupportedStore(UploadError):
-    """Raised when the object store cannot take upload sessions (``memory://``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +82,7 @@ def _one(conn: psycopg.Connection[Any], sql: str, params: Any) -> Upload | None:
     return Upload(row) if row else None
 
 
-def _valid_id(upload_id: str) -> bool:
+def valid_id(upload_id: str) -> bool:
     try:
         uuid.UUID(upload_id)
     except ValueError:
@@ -209,7 +140,7 @@ def create(
         )  # fmt: skip
     if storage.kind == "s3":
         try:
-            multipart_id = _multipart(storage).create(path, content_type)
+            multipart_id = multipart_of(storage).create(path, content_type)
         except BaseException:
             conn.execute("DELETE FROM uploads WHERE id = %s", (upload_id,))
             raise
@@ -223,7 +154,7 @@ def create(
 
 def get(conn: psycopg.Connection[Any], upload_id: str, owner: str | None) -> Upload | None:
     """The upload if it belongs to ``owner`` (None: anyone) and has not expired unimported."""
-    if not _valid_id(upload_id):
+    if not valid_id(upload_id):
         return None
     return _one(
         conn,
@@ -233,7 +164,7 @@ def get(conn: psycopg.Connection[Any], upload_id: str, owner: str | None) -> Upl
     )
 
 
-def _multipart(storage: Storage) -> Multipart:
+def multipart_of(storage: Storage) -> Multipart:
     assert storage.s3 is not None
     return Multipart(storage.s3)
 
@@ -250,7 +181,7 @@ def received(storage: Storage, upload: Upload) -> tuple[int, list[Part]]:
     if not upload.s3_upload_id:
         return 0, []
     try:
-        parts = _multipart(storage).parts(upload.object_key, upload.s3_upload_id)
+        parts = multipart_of(storage).parts(upload.object_key, upload.s3_upload_id)
     except NoSuchUpload:  # assembled by a completion that then failed: all bytes are there
         return int(upload.size), []
     parts = [p for p in parts if p.number <= upload.parts_count]
@@ -259,106 +190,18 @@ def received(storage: Storage, upload: Upload) -> tuple[int, list[Part]]:
 
 def part_urls(storage: Storage, upload: Upload, numbers: list[int], ttl: int) -> list[str]:
     """Presigned PUT URLs of these parts of an S3 upload."""
-    return _multipart(storage).part_urls(upload.object_key, upload.s3_upload_id, numbers, ttl)
+    return multipart_of(storage).part_urls(upload.object_key, upload.s3_upload_id, numbers, ttl)
 
 
 # ---------------------------------------------------------------- local appends
 
 
-_HASHES: OrderedDict[str, tuple[int, Any]] = OrderedDict()
-_HASHES_LOCK = threading.Lock()
-
-
-def _keep_hash(upload_id: str, offset: int, digest: Any) -> None:
-    with _HASHES_LOCK:
-        _HASHES[upload_id] = (offset, digest)
-        _HASHES.move_to_end(upload_id)
-        while len(_HASHES) > HASHES_KEPT:
-            _HASHES.popitem(last=False)
-
-
-def _take_hash(upload_id: str, offset: int) -> Any | None:
-    with _HASHES_LOCK:
-        kept = _HASHES.pop(upload_id, None)
-    return kept[1] if kept is not None and kept[0] == offset else None
-
-
-def _hash_file(fh: IO[bytes], length: int) -> Any:
-    """SHA-256 of the first ``length`` bytes of ``fh``."""
-    digest = hashlib.sha256()
-    fh.seek(0)
-    left = length
-    while left > 0:
-        chunk = fh.read(min(HASH_CHUNK, left))
-        if not chunk:
-            raise UploadConflict(f"the stored bytes ended before offset {length}")
-        digest.update(chunk)
-        left -= len(chunk)
-    return digest
-
-
-@contextlib.contextmanager
-def _locked(path: Path, mode: str) -> Iterator[IO[bytes]]:
-    """``path`` opened and locked exclusively, or a conflict when another request holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, mode) as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UploadConflict(
-                "another request is sending bytes to this upload or completing it; retry when "
-                "it has ended (HEAD its data URL for the offset)"
-            ) from None
-        yield fh  # the lock goes with the file descriptor
-
-
-class Appender:
-    """One request's appends to a local upload: :meth:`write` the body's chunks in order, then
-    :meth:`close` (also after an error: what arrived stays). Blocking: call in a thread."""
-
-    def __init__(self, storage: Storage, upload: Upload, offset: int) -> None:
-        if upload.status != "open":
-            raise UploadConflict(f"upload {upload.id} is {upload.status}: it takes no more bytes")
-        self.upload_id = upload.id
-        self.limit = int(upload.size)
-        self._files = contextlib.ExitStack()
-        self.fh = self._files.enter_context(_locked(storage.local_path(upload.object_key), "a+b"))
-        try:
-            self.offset = os.fstat(self.fh.fileno()).st_size
-            if offset != self.offset:
-                raise UploadConflict(
-                    f"Upload-Offset is {offset} but upload {upload.id} holds {self.offset} "
-                    "bytes: send from there",
-                    offset=self.offset,
-                )
-            self.hash = _take_hash(upload.id, self.offset) or _hash_file(self.fh, self.offset)
-        except BaseException:
-            self._files.close()
-            raise
-
-    def write(self, data: bytes) -> None:
-        """Append ``data``; past the declared size only what fits is kept."""
-        room = self.limit - self.offset
-        piece = data if len(data) <= room else data[:room]
-        if piece:
-            self.fh.write(piece)
-            self.hash.update(piece)
-            self.offset += len(piece)
-        if len(data) > room:
-            raise UploadTooLarge(
-                f"the bytes pass the upload's declared size of {self.limit} bytes; "
-                f"it holds {self.offset}"
-            )
-
-    def close(self) -> tuple[int, str | None]:
-        """Make what arrived durable; (the offset, the SHA-256 once every byte is there)."""
-        try:
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
-            _keep_hash(self.upload_id, self.offset, self.hash)
-        finally:
-            self._files.close()
-        return self.offset, self.hash.hexdigest() if self.offset == self.limit else None
+def open_appender(storage: Storage, upload: Upload, offset: int) -> local.Appender:
+    """An :class:`~engine.uploads.local.Appender` of an open local upload (blocking)."""
+    if upload.status != "open":
+        raise UploadConflict(f"upload {upload.id} is {upload.status}: it takes no more bytes")
+    path = storage.local_path(upload.object_key)
+    return local.Appender(path, upload.id, int(upload.size), offset)
 
 
 def note_digest(conn: psycopg.Connection[Any], upload_id: str, digest: str) -> None:
@@ -390,7 +233,8 @@ def complete(
         return upload
     try:
         if upload.storage == "local":
-            digest = _finish_local(storage, upload)
+            path = storage.local_path(upload.object_key)
+            digest = local.finish(path, upload.id, int(upload.size), upload.received_sha256)
         else:
             digest = _finish_s3(storage, upload, parts)
     except UploadRejected as exc:
@@ -422,7 +266,7 @@ def complete(
 
 
 def _claim(conn: psycopg.Connection[Any], upload_id: str, owner: str) -> Upload:
-    if not _valid_id(upload_id):
+    if not valid_id(upload_id):
         raise UploadNotFound(f"no upload {upload_id}")
     claimed = _one(
         conn,
@@ -444,22 +288,6 @@ def _claim(conn: psycopg.Connection[Any], upload_id: str, owner: str) -> Upload:
     return upload  # completed or imported: nothing to do
 
 
-def _finish_local(storage: Storage, upload: Upload) -> str:
-    size = int(upload.size)
-    with _locked(storage.local_path(upload.object_key), "a+b") as fh:
-        held = os.fstat(fh.fileno()).st_size
-        if held != size:
-            raise UploadConflict(
-                f"upload {upload.id} holds {held} of its {size} bytes: send the rest "
-                f"(PATCH its data URL with Upload-Offset: {held})",
-                offset=held,
-            )
-        if upload.received_sha256:
-            return str(upload.received_sha256)
-        kept = _take_hash(upload.id, size)
-        return str((kept or _hash_file(fh, size)).hexdigest())
-
-
 def _named(numbers: list[int]) -> str:
     shown = ", ".join(str(n) for n in numbers[:NAMED_PARTS])
     more = len(numbers) - NAMED_PARTS
@@ -468,7 +296,7 @@ def _named(numbers: list[int]) -> str:
 
 def _finish_s3(storage: Storage, upload: Upload, given: list[tuple[int, str]] | None) -> str:
     path, count = upload.object_key, upload.parts_count
-    multipart = _multipart(storage)
+    multipart = multipart_of(storage)
     try:
         arrived = {p.number: p for p in multipart.parts(path, upload.s3_upload_id)}
     except NoSuchUpload:
@@ -521,10 +349,10 @@ def _check_given(upload: Upload, arrived: dict[int, Part], given: list[tuple[int
         )
 
 
-def _delete_bytes(storage: Storage, upload: Upload | dict[str, Any]) -> None:
+def delete_bytes(storage: Storage, upload: Upload | dict[str, Any]) -> None:
     row = upload.row if isinstance(upload, Upload) else upload
     if row["storage"] == "s3" and row["s3_upload_id"] and storage.s3 is not None:
-        _multipart(storage).abort(row["object_key"], row["s3_upload_id"])
+        multipart_of(storage).abort(row["object_key"], row["s3_upload_id"])
     storage.delete(row["object_key"])
     if storage.kind == "local":
         with contextlib.suppress(OSError):
@@ -544,7 +372,7 @@ def _reject(
             "lease_expires = NULL, updated_at = now() WHERE id = %s",
             (reason, received_sha256, upload.id),
         )
-    _delete_bytes(storage, upload)
+    delete_bytes(storage, upload)
 
 
 # ---------------------------------------------------------------- import
@@ -584,7 +412,7 @@ def create_job(
 
 def _claim_for_import(conn: psycopg.Connection[Any], upload_id: str, owner: str) -> Upload:
     upload = None
-    if _valid_id(upload_id):
+    if valid_id(upload_id):
         upload = _one(
             conn,
             "SELECT * FROM uploads WHERE id = %s AND owner = %s "
@@ -606,81 +434,3 @@ def _claim_for_import(conn: psycopg.Connection[Any], upload_id: str, owner: str)
             f"(POST /v1/uploads/{upload_id}/complete)"
         )
     return upload
-
-
-# ---------------------------------------------------------------- expiry
-
-
-#: Expired uploads handled per round.
-EXPIRE_CHUNK = 200
-
-
-def expire(conn: psycopg.Connection[Any], storage: Storage, now: datetime | None = None) -> int:
-    """Remove uploads not imported by their ``expires_at`` (``now``: the database's clock
-    unless given), bytes first (S3: the multipart upload aborted, or the object deleted; local:
-    the file), then their rows; then bytes under ``uploads/`` that no row owns (a multipart
-    upload whose row is gone, or not the row's own). ``conn``: autocommit. The number of uploads
-    removed."""
-    if storage.kind not in KINDS:
-        return 0
-    removed = 0
-    while True:
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                "WITH t AS (SELECT coalesce(%s::timestamptz, now()) AS now) "
-                "SELECT id::text, storage, object_key, s3_upload_id FROM uploads, t "
-                "WHERE job_id IS NULL AND expires_at < t.now "
-                "AND NOT (status = 'completing' AND lease_expires > t.now) "
-                "ORDER BY expires_at LIMIT %s",
-                (now, EXPIRE_CHUNK),
-            )
-            rows = cur.fetchall()
-        if not rows:
-            break
-        for row in rows:
-            _delete_bytes(storage, row)
-        removed += conn.execute(
-            "DELETE FROM uploads WHERE id = ANY(%s::uuid[]) AND job_id IS NULL",
-            ([r["id"] for r in rows],),
-        ).rowcount
-    _sweep_unowned(conn, storage)
-    return removed
-
-
-def _rows(conn: psycopg.Connection[Any], ids: list[str]) -> dict[str, str | None]:
-    """id -> s3_upload_id of the uploads among ``ids`` that exist."""
-    found: dict[str, str | None] = {}
-    for start in range(0, len(ids), 1000):
-        chunk = sorted({i for i in ids[start : start + 1000] if _valid_id(i)})
-        for upload_id, multipart_id in conn.execute(
-            "SELECT id::text, s3_upload_id FROM uploads WHERE id = ANY(%s::uuid[])", (chunk,)
-        ).fetchall():
-            found[upload_id] = multipart_id
-    return found
-
-
-def _sweep_unowned(conn: psycopg.Connection[Any], storage: Storage) -> None:
-    if storage.kind == "s3":
-        multipart = _multipart(storage)
-        pending = list(multipart.uploads(f"{PREFIX}/"))
-        rows = _rows(conn, [_upload_of(path) for path, _ in pending])
-        for path, multipart_id in pending:
-            owner_id = _upload_of(path)
-            # A row whose multipart upload is not created yet (NULL) may be about to own it.
-            if owner_id not in rows or rows[owner_id] not in (None, multipart_id):
-                multipart.abort(path, multipart_id)
-    for batch in obstore.list(storage.store, prefix=f"{PREFIX}/"):
-        paths = [meta["path"] for meta in batch]
-        rows = _rows(conn, [_upload_of(p) for p in paths])
-        for path in paths:
-            if _upload_of(path) not in rows:
-                storage.delete(path)
-                if storage.kind == "local":
-                    with contextlib.suppress(OSError):
-                        storage.local_path(path).parent.rmdir()
-
-
-def _upload_of(path: str) -> str:
-    """The upload id in an object path ``uploads/<id>/...`` ("" for any other path)."""
-    parts = path.split("/")
-    return parts[1] if len(parts) >= 3 and parts[0] == PREFIX else ""
