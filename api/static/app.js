@@ -118,6 +118,7 @@ function enter() {
 function signOut(reason) {
   window.sessionStorage.removeItem(TOKEN_KEY);
   monitor.stop();
+  monitor.job = null;
   $("app").hidden = true;
   $("session").hidden = true;
   $("signin").hidden = false;
@@ -428,8 +429,9 @@ async function cancelJob() {
 }
 
 function offerDownload(job) {
+  const url = new URL(job.download_url, window.location.href);
+  if (url.protocol !== "https:" && url.protocol !== "http:") return;
   for (const link of [$("job-download"), $("export-link")]) {
-    const url = new URL(job.download_url, window.location.href);
     // Our own signed /v1/downloads URL by path; a presigned S3 URL as it is (a plain link).
     link.href = url.origin === window.location.origin || url.pathname.startsWith("/v1/downloads/")
       ? url.pathname + url.search : url.href;

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.integration
 #: With BULKIO_BATCH_ROWS=1000: several progress events; ~5% defects: several error pages.
 ROWS = 3000
 COLUMNS = ("row", "line", "field", "code", "message", "value")
+SAMPLES = Path(__file__).resolve().parents[2] / "testdata" / "samples"
 #: The README's screenshot; ``BULKIO_TEST_WRITE_DOCS=1`` writes it (commit the result).
 DOCS_PICTURE = Path(__file__).resolve().parents[2] / "docs" / "web.png"
 
@@ -229,3 +231,39 @@ def test_reached_by_another_host_name_the_page_still_only_talks_to_its_own_origi
     assert table_rows(page) == report_rows(web, token, job_id)[50:100]
     assert any(f"{tab.origin}/v1/jobs/{job_id}/events?" in url for url in tab.requests)
     assert expected.failed > 50
+
+
+def test_a_dropped_file_is_uploaded_and_a_queued_job_can_be_cancelled(
+    tab: Session, web: Bulkio, token: str
+) -> None:
+    """A file dropped on the box (a real drop event with a DataTransfer) is the one uploaded;
+    with the worker stopped the job waits queued, and "Cancel job" ends it at once."""
+    sample = SAMPLES / "users.csv"
+    page = tab.page
+    tab.sign_in(token)
+    page.locator("#drop").evaluate(
+        """(zone, text) => {
+            const data = new DataTransfer();
+            data.items.add(new File([text], "dropped-users.csv", {type: "text/csv"}));
+            zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: data, bubbles: true}));
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+        }""",
+        sample.read_text(),
+    )
+    expect(page.locator("#announce")).to_have_text("dropped-users.csv chosen.")
+    worker = web.workers[0]
+    worker.signal(signal.SIGSTOP)
+    try:
+        with page.expect_response(lambda r: r.url.endswith("/v1/imports")) as posted:
+            page.get_by_role("button", name="Upload and import").click()
+        job_id = posted.value.json()["job_id"]
+        expect(page.locator("#job-file")).to_have_text("(dropped-users.csv)")
+        expect(page.get_by_role("status").filter(has_text="Queued")).to_be_visible()
+        page.get_by_role("button", name="Cancel job").click()
+        expect(page.get_by_role("status").filter(has_text="Cancelled")).to_be_visible()
+        expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
+    finally:
+        worker.signal(signal.SIGCONT)
+    job = web.client_for(token).get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "cancelled" and job["file_name"] == "dropped-users.csv"
+    assert job["progress"]["total_bytes"] == sample.stat().st_size
