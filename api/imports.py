@@ -26,7 +26,7 @@ from api.state import AppState
 from api.streaming import STREAM_CONNECTION, ClosingStream, GuardedStream
 from api.uploads import import_job, upload_source
 from api.views import download_url, events_url, job_view
-from engine import db, jobs
+from engine import db, jobs, netguard, source_url
 from engine.auth import Principal
 from engine.errors import UnsupportedFormat
 from engine.exports.writers import writer_for
@@ -41,7 +41,7 @@ REPORT_COLUMNS = ["row", "line", "field", "code", "message", "value"]
 #: Largest ``max_errors`` (a job's ``failed`` counter is a PostgreSQL bigint).
 MAX_ERRORS_LIMIT = 2**63 - 1
 #: Members of a JSON import request, and its largest body.
-JSON_FIELDS = ("upload_id", "resource", "format", "mode", "max_errors")
+JSON_FIELDS = ("upload_id", "source_url", "resource", "format", "mode", "max_errors")
 JSON_REQUEST_BYTES = 64 * 1024
 #: ``code`` of the record that ends an error report holding only the first error rows.
 TRUNCATED = "errors_truncated"
@@ -102,6 +102,8 @@ async def _json_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
     for name, value in data.items():
         if value is None:
             continue
+        if isinstance(value, float) and value.is_integer():  # JSON Schema: 5.0 is an integer
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise Problem(
                 400,
@@ -109,20 +111,20 @@ async def _json_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
                 + (" or a whole number" if name == "max_errors" else ""),
             )
         fields[name] = str(value).strip()
-    if not fields.get("upload_id"):
+    if not fields.get("upload_id") and not fields.get("source_url"):
         raise Problem(
             400,
-            "a JSON import request names its 'upload_id' (POST /v1/uploads); send a file as "
-            "multipart/form-data, or as a raw body with ?resource=...",
+            "a JSON import request names its 'upload_id' (POST /v1/uploads) or a 'source_url'; "
+            "send a file as multipart/form-data, or as a raw body with ?resource=...",
         )
     return fields
 
 
-async def _small(chunks: AsyncIterator[bytes], name: str) -> str:
+async def _small(chunks: AsyncIterator[bytes], name: str, limit: int = MAX_FIELD_BYTES) -> str:
     data = b""
     async for chunk in chunks:
         data += chunk
-        if len(data) > MAX_FIELD_BYTES:
+        if len(data) > limit:
             raise Problem(400, f"form field {name!r} is too long")
     return data.decode("utf-8", "replace").strip()
 
@@ -145,10 +147,13 @@ class ImportController(Controller):
             "(not listed below: OpenAPI "
             "cannot make them required for one body type only). The file streams to object "
             "storage; the answer is the job (202). `Idempotency-Key` (1-200 characters) makes "
-            "retries safe: a replay answers the same job, the key with another request 422."
+            "retries safe: a replay answers the same job, the key with another request 422. "
+            "From a URL: a JSON body `{resource, source_url, ...}` (or `source_url` as a form "
+            "field or query parameter, without a file); the job is created at once, and a "
+            "worker fetches the file into storage before importing it."
         ),
         opt={"scope": "imports:write"},
-        responses=problem_responses(*GUARDED, 409, 413, 422),
+        responses=problem_responses(*GUARDED, 404, 409, 413, 422),  # 404: no such upload_id
         request_max_body_size=None,  # streamed, with its own cap (BULKIO_MAX_UPLOAD_BYTES)
         operation_class=operation(
             request_body=import_body(RESOURCE_NAMES, (*FORMATS, "jsonl"), MODES)
@@ -177,7 +182,7 @@ class ImportController(Controller):
         fields = {
             k: v
             for k, v in request.query_params.items()
-            if k in ("resource", "format", "mode", "max_errors", "filename")
+            if k in ("resource", "format", "mode", "max_errors", "filename", "source_url")
         }
         file_name = clean_file_name(fields.pop("filename", None))
         got_file = False
@@ -198,12 +203,19 @@ class ImportController(Controller):
                                 await upload.drain(data)
                         elif part.name in ("resource", "format", "mode", "max_errors", "upload_id"):
                             fields[part.name] = await _small(data, part.name)
+                        elif part.name == "source_url":
+                            fields[part.name] = await _small(
+                                data, part.name, source_url.MAX_URL_CHARS
+                            )
                 except MultipartError as exc:
                     raise Problem(400, str(exc)) from exc
             elif content_type.startswith("application/json") and "resource" not in fields:
                 # A JSON request names an upload session; a raw JSON *file* comes with
                 # ?resource=... as every raw body does.
                 fields.update(await _json_fields(request))
+            elif "source_url" in fields:  # ?source_url=...: the file is fetched, not sent
+                await upload.drain(request.stream())
+                got_file = upload.size > 0
             else:
                 got_file = True
                 if stored_hash is None:
@@ -220,8 +232,19 @@ class ImportController(Controller):
                 )
                 file_name, got_file, size = source.file_name, True, int(source.size)
                 sha = f"upload={source.id}:{source.received_sha256}"
-            resource, fmt, mode = self._check(app, fields, file_name, got_file, size)
+            url = fields.get("source_url")
+            if url is not None:  # fetched by a worker (engine/imports/fetch.py)
+                if got_file or "upload_id" in fields:
+                    raise Problem(400, "send one of a file, an upload_id or a source_url")
+                file_name = source_url.file_name(url)
+            resource, fmt, mode = self._check(
+                app, fields, file_name, got_file, size, from_url=url is not None
+            )
             max_errors = _max_errors(fields.get("max_errors"))
+            if url is not None:  # last: it may wait for DNS
+                if stored_hash is None:  # a replay creates nothing: no need to look again
+                    url = await _checked_source_url(app, url)
+                sha = f"url={url.strip()}"
             cap = [] if max_errors is None else [f"max_errors={max_errors}"]
             digest = jobs.request_hash(resource, fmt, mode, sha, *cap)
             if key is not None and stored_hash is not None:
@@ -242,6 +265,8 @@ class ImportController(Controller):
                 "owner": owner,
                 "options": None if max_errors is None else {"max_errors": max_errors},
             }
+            if url is not None:
+                job_fields["options"] = {**(job_fields["options"] or {}), "source_url": url}
             if source is None:
                 create = partial(
                     app.slots.create_job,
@@ -249,7 +274,7 @@ class ImportController(Controller):
                     slot,
                     file_name=file_name,
                     object_key=object_key,
-                    total_bytes=upload.size,
+                    total_bytes=None if url is not None else upload.size,
                     **job_fields,
                 )
             else:  # the upload becomes the job's source, once
@@ -277,9 +302,15 @@ class ImportController(Controller):
 
     @staticmethod
     def _check(
-        app: AppState, fields: dict[str, str], file_name: str | None, got_file: bool, size: int
+        app: AppState,
+        fields: dict[str, str],
+        file_name: str | None,
+        got_file: bool,
+        size: int,
+        *,
+        from_url: bool = False,
     ) -> tuple[str, str, str]:
-        if not got_file:
+        if not got_file and not from_url:
             raise Problem(400, "the multipart form has no 'file' field")
         resource = fields.get("resource", "")
         if resource not in app.catalog:
@@ -295,8 +326,10 @@ class ImportController(Controller):
         try:
             fmt = detect_format(file_name, fields.get("format") or None)
         except UnsupportedFormat as exc:
-            raise Problem(400, str(exc)) from exc
-        if size == 0:
+            if not from_url or fields.get("format"):
+                raise Problem(400, str(exc)) from exc
+            fmt = source_url.PENDING_FORMAT  # the worker asks the answer's Content-Type
+        if size == 0 and not from_url:
             raise Problem(400, "the uploaded file is empty")
         return resource, fmt, mode
 
@@ -365,6 +398,17 @@ class ImportController(Controller):
                 "Bulkio-Errors-Truncated": "true" if job.errors_truncated else "false",
             },
         )
+
+
+async def _checked_source_url(app: AppState, raw: str) -> str:
+    """The source URL, if the SSRF guard accepts it now (the worker checks it again when it
+    fetches); else 400 with the guard's ``reason``."""
+    try:
+        return await anyio.to_thread.run_sync(source_url.check, raw, app.settings)
+    except netguard.Refused as exc:
+        raise Problem(400, f"source_url refused: {exc}", reason=exc.reason) from None
+    except netguard.Unresolvable as exc:
+        raise Problem(400, f"source_url refused: {exc}", reason="unresolvable") from None
 
 
 def _max_errors(raw: str | None) -> int | None:

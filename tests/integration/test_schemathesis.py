@@ -64,9 +64,9 @@ OPERATIONS = [
     ("HEAD", "/v1/uploads/{upload_id}/data"),
     ("PATCH", "/v1/uploads/{upload_id}/data"),
 ]
-#: Checks an operation cannot pass, and why. A webhook URL that the schema allows is still
-#: refused (400) unless it resolves to a public address (the SSRF guard), which no schema can
-#: say and which no name does on a machine without DNS.
+#: Checks an operation cannot pass, and why. A webhook URL, or an import's ``source_url``, that
+#: the schema allows is still refused (400) unless it resolves to a public address (the SSRF
+#: guard), which no schema can say and which no name does on a machine without DNS.
 EXCLUDED: dict[tuple[str, str], list[Any]] = {
     ("POST", "/v1/webhooks"): [positive_data_acceptance],
     ("POST", "/v1/imports"): [positive_data_acceptance],
