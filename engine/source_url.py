@@ -34,6 +34,8 @@ CONTENT_TYPES = {
     "application/jsonlines": "ndjson",
     "application/json": "json",
     "text/json": "json",
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
 }
 
 
@@ -79,7 +81,8 @@ def format_from_url(url: str, declared: str | None) -> str | None:
 def format_from_content_type(content_type: str | None) -> str | None:
     """The format a Content-Type names, or None."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
-    return CONTENT_TYPES.get(media)
+    fmt = CONTENT_TYPES.get(media)
+    return fmt if fmt in FORMATS else None
 
 
 def check(
@@ -97,9 +100,10 @@ def check(
 def missing_format(url: str, content_type: str | None) -> str:
     """Why the format of a fetched file cannot be told, and what to do."""
     got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+    extensions = ", ".join(f".{fmt}" for fmt in FORMATS)
     return (
-        f"cannot tell the format of {shown(url)}: its path has no .csv, .ndjson or .json "
-        f"extension and the answer has {got}; pass format={'|'.join(FORMATS)}"
+        f"cannot tell the format of {shown(url)}: its path has no known extension "
+        f"({extensions}) and the answer has {got}; pass format={'|'.join(FORMATS)}"
     )
 
 

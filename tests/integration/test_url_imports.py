@@ -311,10 +311,10 @@ def test_the_format_from_the_content_type_else_the_job_fails_asking_for_it(
 
     error = _failed(urls, remote.url("/blob"))
     assert error.startswith(
-        f"cannot tell the format of {remote.url('/blob')}: its path has no .csv, .ndjson or "
-        ".json extension and the answer has Content-Type 'application/octet-stream'; pass "
-        "format=csv|ndjson|json"
+        f"cannot tell the format of {remote.url('/blob')}: its path has no known extension "
+        "(.csv, .ndjson, .json"
     )
+    assert ") and the answer has Content-Type 'application/octet-stream'; pass format=csv|" in error
     job = urls.wait(_start(urls, remote.url("/blob"), format="ndjson")["job_id"])
     assert (job["status"], job["successful"]) == ("completed", expected.successful)
 

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from engine import netguard, source_url
+from engine.formats import FORMATS
 from engine.imports.fetch import Answer, FetchError, Limits, fetch
 from engine.netguard import Policy
 from engine.settings import Settings
@@ -564,6 +565,7 @@ def test_format_from_url(url: str, declared: str | None, fmt: str | None) -> Non
         ("application/x-ndjson", "ndjson"),
         ("application/jsonl", "ndjson"),
         ("application/json; charset=utf-8", "json"),
+        ("application/vnd.apache.parquet", "parquet" if "parquet" in FORMATS else None),
         ("application/octet-stream", None),
         ("application/gzip", None),
         (None, None),
