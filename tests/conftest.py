@@ -1,17 +1,21 @@
-"""Shared pytest configuration. Keep it small: put helpers in their own modules and import them."""
+"""Shared pytest configuration. Keep it small: put helpers in tests/support/ and import them."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-# tests/ on sys.path whatever pytest's import mode (or a later tests/__init__.py) does, so test
-# modules can `from servers import PostgresServer` too.
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
+# TEMPORARY: removed once every test imports tests.support. Test modules still written as
+# `from servers import …` / `from harness import …` find the compatibility modules of tests/
+# and tests/integration/ through these two entries.
+for _old in ("integration", ""):
+    _path = str(Path(__file__).resolve().parent / _old)
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
-# Throwaway PostgreSQL / Redis / S3 servers (see tests/servers.py).
-from servers import fresh_database, pg_server, redis_server, s3_server  # noqa: E402
+# Throwaway PostgreSQL / Redis / S3 servers (tests/support/servers.py) and the test database
+# (tests/support/database.py: `database_url`, which a module or folder may override, and `db`).
+from tests.support.database import database_url, db  # noqa: E402
+from tests.support.servers import fresh_database, pg_server, redis_server, s3_server  # noqa: E402
 
-__all__ = ["fresh_database", "pg_server", "redis_server", "s3_server"]
+__all__ = ["database_url", "db", "fresh_database", "pg_server", "redis_server", "s3_server"]

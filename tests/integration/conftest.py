@@ -12,30 +12,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from harness import Bulkio
 
-from engine.db import migrate
+from tests.support.database import TABLES, empty
+from tests.support.service import TEST_ENV, Bulkio
+
+# TEMPORARY: TABLES and TEST_ENV stay importable from here (`from conftest import TEST_ENV`)
+# until every test imports them from tests.support.
+__all__ = ["TABLES", "TEST_ENV", "bulkio", "datadir", "service"]
 
 pytestmark = pytest.mark.integration
-
-#: Small batches so the 10k-row files of the tests span many batches (and checkpoints).
-TEST_ENV = {
-    "BULKIO_BATCH_ROWS": "1000",
-    "BULKIO_LEASE_SECONDS": "5",
-    "BULKIO_RECONCILE_SECONDS": "1",
-    "BULKIO_REQUEUE_AFTER_SECONDS": "3",
-    "BULKIO_SIGNING_SECRET": "test-secret",
-    "BULKIO_LOG_LEVEL": "INFO",
-}
-
-TABLES = "comments, articles, users, job_errors, job_keys, idempotency_keys, jobs"
-
-
-@pytest.fixture(scope="session")
-def database_url(pg_server: Any) -> str:
-    url = pg_server.create_database("bulkio_it")
-    migrate(url)
-    return str(url)
 
 
 @pytest.fixture(scope="session")
@@ -56,20 +41,10 @@ def bulkio(
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
 def service(bulkio: Bulkio, db: psycopg.Connection[Any], redis_server: Any) -> Iterator[Bulkio]:
-    db.execute(f"TRUNCATE {TABLES} CASCADE")
+    empty(db)
     redis_server.flush()
-    for dead in [w for w in bulkio.workers if not w.alive()]:
-        dead.stop()
-        bulkio.workers.remove(dead)
-    if not bulkio.workers:
-        bulkio.start_worker()
+    bulkio.revive_workers()
     yield bulkio
     bulkio.close_clients()
 
