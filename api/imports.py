@@ -31,9 +31,19 @@ from engine.auth import Principal
 from engine.errors import UnsupportedFormat
 from engine.exports.writers import writer_for
 from engine.formats import FORMATS, detect_format
-from engine.resources import RESOURCE_NAMES
+from engine.formats.mapping import (
+    MAX_MAPPING_BYTES,
+    MappingError,
+    canonical,
+    parse_header_case,
+    parse_mapping,
+)
+from engine.resources import IMPORT_MODES, RESOURCE_NAMES
 
-MODES = ("upsert", "insert", "validate_only")
+MODES = IMPORT_MODES
+#: How the file's columns become fields (engine.formats.mapping): a form field, a query parameter
+#: or a member of a JSON request.
+MAPPING_FIELDS = ("mapping", "header_case")
 #: Largest accepted non-file form field (resource, format, mode).
 MAX_FIELD_BYTES = 1024
 REPORT_FORMATS = ("ndjson", "json", "csv")
@@ -92,15 +102,21 @@ async def _json_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
         raise Problem(400, f"the JSON body is malformed: {exc}") from exc
     if not isinstance(data, dict):
         raise Problem(400, "the JSON body must be an object")
-    unknown = sorted(set(data) - set(JSON_FIELDS))
+    known = (*JSON_FIELDS, *MAPPING_FIELDS)
+    unknown = sorted(set(data) - set(known))
     if unknown:
         raise Problem(
             400,
-            f"unknown members {', '.join(map(repr, unknown))} (known: {', '.join(JSON_FIELDS)})",
+            f"unknown members {', '.join(map(repr, unknown))} (known: {', '.join(known)})",
         )
     fields = {}
     for name, value in data.items():
         if value is None:
+            continue
+        if name == "mapping":
+            if not isinstance(value, dict):
+                raise Problem(400, "'mapping' must be a JSON object of file column → field")
+            fields[name] = msgspec.json.encode(value).decode()
             continue
         if isinstance(value, float) and value.is_integer():  # JSON Schema: 5.0 is an integer
             value = int(value)
@@ -129,6 +145,43 @@ async def _small(chunks: AsyncIterator[bytes], name: str, limit: int = MAX_FIELD
     return data.decode("utf-8", "replace").strip()
 
 
+async def _mapping_field(chunks: AsyncIterator[bytes], name: str) -> str:
+    """A form field of the mapping options (``mapping`` may be longer than other fields)."""
+    data = b""
+    async for chunk in chunks:
+        data += chunk
+        if len(data) > MAX_MAPPING_BYTES:
+            raise Problem(400, f"form field {name!r} is longer than {MAX_MAPPING_BYTES} bytes")
+    return data.decode("utf-8", "replace").strip()
+
+
+def _mapping_options(
+    app: AppState, fields: dict[str, str], resource: str, fmt: str, mode: str
+) -> dict[str, Any]:
+    """The job's options for ``mapping`` and ``header_case`` (only those given), checked now:
+    400 naming the bad entry."""
+    try:
+        header_case = parse_header_case(fields.get("header_case"))
+        columns = app.catalog[resource].column_names
+        mapping = parse_mapping(fields.get("mapping"), columns, header_case)
+    except MappingError as exc:
+        raise Problem(400, str(exc)) from None
+    options: dict[str, Any] = {}
+    if mapping:
+        options["mapping"] = mapping
+    if header_case != "exact":
+        options["header_case"] = header_case
+    if fmt == "parquet" and (options or mode == "merge"):
+        raise Problem(400, "mapping, header_case and mode=merge are not available for Parquet yet")
+    return options
+
+
+def _mapping_hash(options: dict[str, Any]) -> list[str]:
+    """The mapping options' part of the idempotency hash (none when not given)."""
+    parts = [f"mapping={canonical(options['mapping'])}"] if "mapping" in options else []
+    return parts + ([f"header_case={options['header_case']}"] if "header_case" in options else [])
+
+
 class ImportController(Controller):
     path = "/v1/imports"
     tags = ["imports"]
@@ -142,7 +195,8 @@ class ImportController(Controller):
             "multipart/form-data with fields `file`, `resource` (users|articles|comments), "
             "optional "
             "`format` (csv|ndjson|json; default from the file name, `.gz` looked through), "
-            "`mode` (upsert|insert|validate_only) and `max_errors`. A raw body is accepted too, "
+            "`mode` (upsert|insert|merge|validate_only), `max_errors`, `mapping` and "
+            "`header_case`. A raw body is accepted too, "
             "with `resource`, `format`, `mode`, `max_errors` and `filename` as query parameters "
             "(not listed below: OpenAPI "
             "cannot make them required for one body type only). The file streams to object "
@@ -184,6 +238,7 @@ class ImportController(Controller):
             for k, v in request.query_params.items()
             if k in ("resource", "format", "mode", "max_errors", "filename", "source_url")
         }
+        fields.update((k, v) for k, v in request.query_params.items() if k in MAPPING_FIELDS)
         file_name = clean_file_name(fields.pop("filename", None))
         got_file = False
         stored = False
@@ -203,6 +258,8 @@ class ImportController(Controller):
                                 await upload.drain(data)
                         elif part.name in ("resource", "format", "mode", "max_errors", "upload_id"):
                             fields[part.name] = await _small(data, part.name)
+                        elif part.name in MAPPING_FIELDS:
+                            fields[part.name] = await _mapping_field(data, part.name)
                         elif part.name == "source_url":
                             fields[part.name] = await _small(
                                 data, part.name, source_url.MAX_URL_CHARS
@@ -241,12 +298,13 @@ class ImportController(Controller):
                 app, fields, file_name, got_file, size, from_url=url is not None
             )
             max_errors = _max_errors(fields.get("max_errors"))
+            options = _mapping_options(app, fields, resource, fmt, mode)
             if url is not None:  # last: it may wait for DNS
                 if stored_hash is None:  # a replay creates nothing: no need to look again
                     url = await _checked_source_url(app, url)
                 sha = f"url={url.strip()}"
             cap = [] if max_errors is None else [f"max_errors={max_errors}"]
-            digest = jobs.request_hash(resource, fmt, mode, sha, *cap)
+            digest = jobs.request_hash(resource, fmt, mode, sha, *cap, *_mapping_hash(options))
             if key is not None and stored_hash is not None:
                 job = await app.run(jobs.replay, owner, key, digest)
                 view = job_view(
@@ -263,7 +321,7 @@ class ImportController(Controller):
                 "fmt": fmt,
                 "mode": mode,
                 "owner": owner,
-                "options": None if max_errors is None else {"max_errors": max_errors},
+                "options": ({} if max_errors is None else {"max_errors": max_errors}) | options,
             }
             if url is not None:
                 job_fields["options"] = {**(job_fields["options"] or {}), "source_url": url}

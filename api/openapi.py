@@ -141,7 +141,16 @@ def import_body(
                 enum=list(formats),
                 description="Default: from the file name's extension (`.gz` looked through).",
             ),
-            "mode": Schema(type=STRING, enum=list(modes), default=modes[0]),
+            "mode": Schema(
+                type=STRING,
+                enum=list(modes),
+                default=modes[0],
+                description="`upsert`: a record replaces a matched row's fields; `insert`: an "
+                "existing key is an error; `merge`: a record updates only the fields it holds "
+                "(CSV: the header's columns; JSON: each record's keys, `null` included), and "
+                "required fields are required only of records that create a row; "
+                "`validate_only`: the full report, nothing written.",
+            ),
             "max_errors": Schema(
                 type=OpenAPIType.INTEGER,
                 minimum=0,
@@ -149,6 +158,26 @@ def import_body(
                 description="Stop the job (as `failed`) once more records than this have "
                 "failed. Checked after each batch: the batch that passes the limit and the ones "
                 "before it stay committed. Default: no limit.",
+            ),
+            "mapping": Schema(
+                type=OBJECT,
+                property_names=Schema(type=STRING, min_length=1, max_length=256),
+                additional_properties=Schema(type=STRING),
+                description="File column (CSV) or key (NDJSON, JSON) → field, e.g. "
+                '`{"Email Address": "email"}`: a JSON object (in a form field or query '
+                "parameter: its JSON text, at most 16 KiB). A source feeds only its field; other "
+                "fields are read from columns of their own names; other columns are ignored "
+                "(listed in `warnings`). Error rows name the file's column in `field`. 400 "
+                "names a bad entry: an unknown field, two sources for one field, a value that is "
+                "not a string, a source that is empty, longer than 256 characters or holds "
+                "control characters.",
+            ),
+            "header_case": Schema(
+                type=STRING,
+                enum=["exact", "insensitive"],
+                default="exact",
+                description="`insensitive`: column names, keys and mapping sources match with "
+                "ASCII letters compared case-insensitively (`Email` is `email`).",
             ),
         },
     )

@@ -93,6 +93,9 @@ class RecordRule:
     code: str
     message: str
     violated: pl.Expr
+    #: The same rule in SQL, ``{name}`` standing for a column's value: mode=merge checks it on
+    #: the row a record would leave behind (the record's fields over the stored row's others).
+    violated_sql: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +194,7 @@ def catalog(roles: tuple[str, ...] = DEFAULT_ROLES) -> dict[str, Resource]:
                 "invalid_value",
                 "a draft must not have published_at (publish it, or clear published_at)",
                 (pl.col("status") == "draft") & pl.col("published_at").is_not_null(),
+                "{status} = 'draft' AND {published_at} IS NOT NULL",
             ),
         ),
         filters=(
@@ -222,3 +226,7 @@ def catalog(roles: tuple[str, ...] = DEFAULT_ROLES) -> dict[str, Resource]:
 
 #: Names of all resources, in load order (a resource may reference only earlier ones).
 RESOURCE_NAMES = ("users", "articles", "comments")
+#: Import modes, the default first: ``upsert`` (a record replaces a matched row's fields),
+#: ``insert`` (an existing key is an error), ``merge`` (a record updates only the fields it holds;
+#: required fields only for new rows), ``validate_only`` (the full report, no writes).
+IMPORT_MODES = ("upsert", "insert", "merge", "validate_only")

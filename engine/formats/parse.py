@@ -29,6 +29,8 @@ from engine.formats.framing import (
     running_parity,
 )
 from engine.formats.json_types import with_records
+from engine.formats.keys import fold_keys, holding
+from engine.formats.mapping import PRESENT, FieldMap
 from engine.formats.records import Layout, first_solid, last_solid, layout
 
 ROW = "__row"
@@ -454,10 +456,20 @@ def _json_malformed(
 
 
 def parse_json_lines(
-    block: Block, columns: Sequence[str], first_row: int, *, array: bool
+    block: Block,
+    columns: Sequence[str],
+    first_row: int,
+    *,
+    array: bool,
+    fields: FieldMap | None = None,
 ) -> Parsed:
+    """``fields`` (a mapping, ``header_case=insensitive`` or ``mode=merge``; None: columns are
+    read by their own names): keys are read by their sources (folded when insensitive) and
+    renamed to fields, and with ``fields.presence`` the frame gets a :data:`PRESENT` column."""
     geo = layout(block)
     data = _json_lines(block) if array else block.data
+    if fields is not None and fields.insensitive:
+        data = fold_keys(data, geo.starts, geo.ends)
     arr = as_array(data)
     solid = ~geo.blank
     rows = first_row + np.cumsum(solid) - 1
@@ -472,7 +484,8 @@ def parse_json_lines(
     limits = _json_limits(arr, geo, shaped)
     if limits:
         shaped[list(limits)] = False
-    schema: dict[str, pl.DataType] = {c: pl.String() for c in columns}
+    keys = {c: c for c in columns} if fields is None else fields.json_keys()
+    schema: dict[str, pl.DataType] = {k: pl.String() for k in keys.values()}
     frames: list[pl.DataFrame] = []
     unreadable: list[int] = []
     if shaped.any():
@@ -490,16 +503,45 @@ def parse_json_lines(
         errors = _json_malformed(block, geo, rows, bad, shaped, limits, array=array)
     if not frames:
         empty = with_records(_empty(columns), data, geo, np.flatnonzero(good))
+        if fields is not None and fields.presence:
+            empty = empty.with_columns(pl.lit(0, dtype=pl.Int64).alias(PRESENT))
         return Parsed(empty, errors, int(solid.sum()))
-    frame = _conform(pl.concat(frames, how="vertical_relaxed"), columns)
+    frame = pl.concat(frames, how="vertical_relaxed")
+    if fields is not None:
+        frame = frame.rename({k: f for f, k in keys.items() if k != f})
+    frame = _conform(frame, columns)
     records = np.flatnonzero(good)
-    frame = _reencode_nested(frame, data, geo, records)
+    frame = _reencode_nested(frame, data, geo, records, keys)
     frame = with_records(frame, data, geo, records)
-    return Parsed(_numbered(frame, rows[good], geo.lines[good]), errors, int(solid.sum()))
+    frame = _numbered(frame, rows[good], geo.lines[good])
+    if fields is not None and fields.presence:
+        frame = _with_presence(frame, fields, keys, data, geo, records)
+    return Parsed(frame, errors, int(solid.sum()))
+
+
+def _with_presence(
+    frame: pl.DataFrame,
+    fields: FieldMap,
+    keys: dict[str, str],
+    data: bytes,
+    geo: Layout,
+    records: np.ndarray,
+) -> pl.DataFrame:
+    """``frame`` with :data:`PRESENT`: the fields each record holds, ``null`` values included
+    (a value read is held; a null one is looked up among the record's keys)."""
+    nulls = [f for f in keys if frame.get_column(f).null_count()]
+    held = holding(data, geo.starts, geo.ends, [keys[f] for f in nulls]) if nulls else {}
+    bits = np.zeros(frame.height, dtype=np.int64)
+    for f in keys:
+        has = frame.get_column(f).is_not_null().to_numpy()
+        if f in held:
+            has = has | held[keys[f]][records]
+        bits |= has.astype(np.int64) << fields.fields.index(f)
+    return frame.with_columns(pl.Series(PRESENT, bits, dtype=pl.Int64))
 
 
 def _reencode_nested(
-    frame: pl.DataFrame, data: bytes, geo: Layout, records: np.ndarray
+    frame: pl.DataFrame, data: bytes, geo: Layout, records: np.ndarray, keys: dict[str, str]
 ) -> pl.DataFrame:
     """polars hands nested values (arrays, objects) back as JSON text without escaping
     backslashes or control characters, which is ambiguous (``["\\"]`` could be one backslash or
@@ -521,7 +563,7 @@ def _reencode_nested(
                 )
             except ValueError:
                 continue
-            original = value.get(name) if isinstance(value, dict) else None
+            original = value.get(keys.get(name, name)) if isinstance(value, dict) else None
             if isinstance(original, list | dict):
                 values[i] = json.dumps(original, ensure_ascii=False)
         fixes.append(pl.Series(name, values, dtype=pl.String))

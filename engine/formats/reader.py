@@ -33,6 +33,7 @@ from engine.formats.framing import (
     as_array,
     blocks,
 )
+from engine.formats.mapping import PRESENT, FieldMap
 from engine.formats.parse import (
     LINE,
     MAX_FIELDS,
@@ -88,6 +89,13 @@ class Header:
     warnings: list[str] = field(default_factory=list)
     #: newlines before the first record
     lines: int = 0
+    #: CSV read through a FieldMap: the name the parser gives each column (a field, or a name
+    #: that is none), else None (the names themselves)
+    fields: list[str] | None = None
+    #: field → the file's own name for it, where that differs (error rows use it)
+    shown: dict[str, str] = field(default_factory=dict)
+    #: mode=merge, CSV: the PRESENT bits of the fields the header holds
+    present: int = 0
 
 
 class _Stream:
@@ -152,7 +160,12 @@ def _first_record(stream: _Stream, framer: CsvFramer, limit: int) -> bytes:
 
 
 def _csv_header(
-    stream: _Stream, columns: Sequence[str], required: Sequence[str], limit: int
+    stream: _Stream,
+    columns: Sequence[str],
+    required: Sequence[str],
+    limit: int,
+    fields: FieldMap | None = None,
+    match_keys: Sequence[str] = (),
 ) -> Header:
     raw = _first_record(stream, CsvFramer(), limit)
     if not raw.strip():
@@ -177,6 +190,8 @@ def _csv_header(
     dupes = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
     if dupes:
         raise MissingColumns(f"the CSV header repeats column(s): {_listing(dupes)}")
+    if fields is not None:
+        return _mapped_header(names, raw, fields, required, match_keys)
     missing = [c for c in required if c not in names]
     if missing:
         raise MissingColumns(
@@ -187,6 +202,57 @@ def _csv_header(
     warnings = [f"ignored unknown column(s): {_listing(unknown)}"] if unknown else []
     header_line = raw if raw.endswith(b"\n") else raw + b"\n"
     return Header(names, header_line, len(raw), warnings, raw.count(b"\n"))
+
+
+def _mapped_header(
+    names: list[str],
+    raw: bytes,
+    fields: FieldMap,
+    required: Sequence[str],
+    match_keys: Sequence[str],
+) -> Header:
+    """A CSV header read through ``fields`` (a mapping, ``header_case``, mode=merge): which
+    field each column feeds. Messages name columns as the file (or the mapping) spells them."""
+    found = f"found: {_listing(names) or '(none)'}"
+    resolved = [fields.field_of(n) for n in names]
+    by_field: dict[str, list[str]] = {}
+    for name, target in zip(names, resolved, strict=True):
+        if target is not None:
+            by_field.setdefault(target, []).append(name)
+    for target, sources in by_field.items():
+        if len(sources) > 1:
+            raise MissingColumns(
+                f"the CSV header has columns {_listing(sources)}, which all name {target} "
+                "(header_case=insensitive): keep one"
+            )
+    missing = [fields.expected(c) for c in required if c not in by_field]
+    if missing:
+        raise MissingColumns(
+            f"the CSV header lacks required column(s): {', '.join(missing)}; {found}"
+        )
+    if match_keys and not any(k in by_field for k in match_keys):
+        expected = " or ".join(fields.expected(k) for k in match_keys)
+        raise MissingColumns(
+            f"mode=merge matches records by {' or '.join(match_keys)}: the CSV header needs a "
+            f"column {expected}; {found}"
+        )
+    unknown = [n for n, target in zip(names, resolved, strict=True) if target is None]
+    warnings = [f"ignored unknown column(s): {_listing(unknown)}"] if unknown else []
+    keys = {fields.key(n) for n in names}
+    absent = [s for s in fields.mapping if fields.key(s) not in keys]
+    if absent:
+        warnings.append(f"mapped column(s) not in the file: {_listing(absent)}")
+    header_line = raw if raw.endswith(b"\n") else raw + b"\n"
+    return Header(
+        names,
+        header_line,
+        len(raw),
+        warnings,
+        raw.count(b"\n"),
+        fields=[t or f"__unread_{i}" for i, t in enumerate(resolved)],
+        shown={t: s[0] for t, s in by_field.items() if s[0] != t},
+        present=fields.bits(list(by_field)),
+    )
 
 
 def _json_blank(chunk: bytes) -> int:
@@ -263,17 +329,24 @@ def read_batches(
     header_out: list[Header] | None = None,
     batch_bytes: int = 1 << 62,
     on_progress: Tick | None = None,
+    fields: FieldMap | None = None,
+    match_keys: Sequence[str] = (),
 ) -> Iterator[Batch]:
     """Yield batches of ``batch_rows`` records (fewer when they pass ``batch_bytes`` decoded
     bytes) from ``start`` (default: the beginning).
 
     ``on_progress`` is called for every chunk of ``chunks`` read and every few decompression
     steps (``engine.formats.decode``), also while no batch comes out (a long run of empty gzip
-    members, skipping to a checkpoint); it may raise to stop reading."""
+    members, skipping to a checkpoint); it may raise to stop reading.
+
+    ``fields`` (None: columns are fields by their own names) maps columns or keys to fields
+    (``engine.formats.mapping``); with ``fields.presence`` (mode=merge) every frame gets a
+    ``PRESENT`` column, and ``match_keys`` are the columns of which a CSV header needs one (in
+    place of ``required``)."""
     stream = _Stream(decoded(chunks, max_decompressed_bytes, on_progress))
     framer: Framer
     if fmt == "csv":
-        header = _csv_header(stream, columns, required, max_record_bytes)
+        header = _csv_header(stream, columns, required, max_record_bytes, fields, match_keys)
         framer = CsvFramer()
     elif fmt == "json":
         header = _json_header(stream, max_record_bytes)
@@ -283,6 +356,8 @@ def read_batches(
         framer = LineFramer()
     else:
         raise UnsupportedFormat(f"unknown format {fmt!r}")
+    if fields is not None and fmt != "csv":
+        header.shown = fields.shown()
     if header_out is not None:
         header_out.append(header)
     header_lines = header.lines
@@ -303,9 +378,12 @@ def read_batches(
         batch_bytes=batch_bytes,
     ):
         _check_utf8(block.data, block.offset, block.lines_before)
-        parsed = _parse(block, fmt, header, columns, row)
+        parsed = _parse(block, fmt, header, columns, row, fields)
         if fmt != "csv" and from_start and block.index == 0:
-            _warn_unknown_keys(header, block, fmt, columns)
+            if fields is None:
+                _warn_unknown_keys(header, block, fmt, columns)
+            else:
+                _warn_unread_keys(header, block, fmt, fields)
         row += parsed.rows
         end = block.offset + len(block.data)
         after = Position(block.index + 1, end, row, block.lines_before + block.data.count(b"\n"))
@@ -322,7 +400,25 @@ def _warn_unknown_keys(header: Header, block: Block, fmt: str, columns: Sequence
         header.warnings.append(f"ignored unknown key(s): {_listing(unknown)}")
 
 
-def _parse(block: Block, fmt: str, header: Header, columns: Sequence[str], row: int) -> Parsed:
-    if fmt == "csv":
-        return parse_csv(block, header.raw, header.names, columns, row)
-    return parse_json_lines(block, columns, row, array=fmt == "json")
+def _warn_unread_keys(header: Header, block: Block, fmt: str, fields: FieldMap) -> None:
+    """:func:`_warn_unknown_keys` for keys read through a FieldMap."""
+    unknown = sorted(k for k in json_keys(block, array=fmt == "json") if fields.field_of(k) is None)
+    if unknown:
+        header.warnings.append(f"ignored unknown key(s): {_listing(unknown)}")
+
+
+def _parse(
+    block: Block,
+    fmt: str,
+    header: Header,
+    columns: Sequence[str],
+    row: int,
+    fields: FieldMap | None = None,
+) -> Parsed:
+    if fmt != "csv":
+        return parse_json_lines(block, columns, row, array=fmt == "json", fields=fields)
+    parsed = parse_csv(block, header.raw, header.fields or header.names, columns, row)
+    if fields is None or not fields.presence:
+        return parsed
+    present = pl.lit(header.present, dtype=pl.Int64).alias(PRESENT)
+    return Parsed(parsed.frame.with_columns(present), parsed.errors, parsed.rows)

@@ -37,6 +37,7 @@ import pyarrow as pa
 from engine import jobs
 from engine.error_rows import ERROR_SCHEMA
 from engine.errors import LeaseLost
+from engine.formats.mapping import PRESENT
 from engine.formats.reader import LINE, ROW, Position
 from engine.imports import merge_sql
 from engine.imports.references import MODES, Hold, ReferenceLocker, probe, recheck
@@ -132,15 +133,14 @@ class BatchLoader:
         self.worker = worker
         self.lease_seconds = lease_seconds
         self._classify = merge_sql.classify(resource, job_id, mode)
-        self._store_staged_errors = merge_sql.store_errors(job_id, max_error_rows)
-        self._store_all_errors = merge_sql.store_errors(job_id, max_error_rows, resource)
         self._max_error_rows = max_error_rows
+        self.name_fields({})
         #: Error rows the job may still store, as of its last commit (None: not known yet, or no
         #: cap). At 0, a batch's error rows are only counted: not even sent to the server.
         self._error_room: int | None = None
         self._upsert = merge_sql.upsert(resource, job_id, mode)
         self._remember = merge_sql.remember_keys(resource, job_id)
-        self._rejected = merge_sql.rejected_count(resource)
+        self._rejected = merge_sql.rejected_count(resource, mode)
         self._taken = merge_sql.taken_keys(job_id)
         #: What an absent import-time column gets on the DIRECT_COPY path (the SQL paths read
         #: the same merge_sql.import_time); read here, before the reading thread needs it.
@@ -149,7 +149,8 @@ class BatchLoader:
         # the job after FAST_PATH_MISSES misses. The full classification always works.
         self._job_bytes = uuid.UUID(job_id).bytes
         self._paths: list[tuple[str, int]] = []
-        if mode != "validate_only":
+        # mode=merge has none: a matched row must keep the fields a record lacks.
+        if mode in ("upsert", "insert"):
             self._paths.append((DIRECT_COPY, 0))
             self._paths.append((merge_sql.fast_upsert(resource, job_id, mode, plain=True), 0))
             if mode == "upsert":
@@ -172,6 +173,16 @@ class BatchLoader:
         #: False once a batch found the table changed (an added trigger, rule, foreign key or
         #: deferrable constraint): from then on the FK triggers check this job's batches.
         self._set_based = self._locker is not None
+
+    def name_fields(self, names: dict[str, str]) -> None:
+        """Error rows name fields as the file does (``names``: field → the file's name for it,
+        from a column mapping or ``header_case``; known once the header is read)."""
+        self._store_staged_errors = merge_sql.store_errors(
+            self.job_id, self._max_error_rows, mode=self.mode, names=names
+        )
+        self._store_all_errors = merge_sql.store_errors(
+            self.job_id, self._max_error_rows, self.resource, mode=self.mode, names=names
+        )
 
     def _import_time(self) -> Any:
         cur = self.conn.cursor()
@@ -347,12 +358,13 @@ class BatchLoader:
             # target table for every batch (measured: 0.74 s/batch at 1M users, growing).
             cur.execute("SET LOCAL enable_hashjoin = off")
             cur.execute("SET LOCAL enable_mergejoin = off")
-            for ddl in merge_sql.stage_ddl(self.resource):
+            for ddl in merge_sql.stage_ddl(self.resource, self.mode):
                 cur.execute(ddl)
             stage_rows = batch.valid.select(
                 pl.col(ROW).alias("__row"),
                 pl.col(LINE).alias("__line"),
                 *self.resource.column_names,
+                *([PRESENT] if self.mode == "merge" else []),
             )
             if fast == DIRECT_COPY:
                 assert prepared is not None and prepared.direct is not None
@@ -366,7 +378,7 @@ class BatchLoader:
                     cur.execute("SET LOCAL session_replication_role = origin")
             elif stage_rows.height:
                 cur.adbc_ingest(
-                    merge_sql.stage_table(self.resource),
+                    merge_sql.stage_table(self.resource, self.mode),
                     stage_rows.to_arrow(),
                     mode="append",
                     temporary=True,

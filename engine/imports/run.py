@@ -20,6 +20,7 @@ from engine.context import JobContext, RunResult
 from engine.db import connect, connect_bulk, idle_in_transaction_ms
 from engine.error_rows import ERROR_SCHEMA
 from engine.errors import FileError, LeaseLost
+from engine.formats.mapping import FieldMap, MappingError
 from engine.formats.reader import Batch, Header, Position, read_batches
 from engine.imports.fetch import ensure_source
 from engine.imports.load import BatchInput, BatchLoader, Prepared
@@ -65,6 +66,11 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
     log.info("import started", extra={**tags, "format": job.format, "resume_batch": start.batch})
     watch = _Watch(ctx, job.id)
     try:
+        merge = loader.mode == "merge"
+        try:  # the API checked them when the job was created
+            fields = FieldMap.of(resource.column_names, job.options, presence=merge)
+        except MappingError as exc:
+            raise FileError(str(exc)) from exc
         fmt = job.format
         if (job.options or {}).get("source_url"):  # fetched into storage first, once
             fmt = ensure_source(ctx, job, watch)
@@ -72,7 +78,7 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
             ctx.storage.read(job.object_key),
             fmt,
             resource.column_names,
-            resource.required_columns,
+            () if merge else resource.required_columns,
             batch_rows=s.batch_rows,
             batch_bytes=s.batch_bytes,
             max_record_bytes=s.max_record_bytes,
@@ -80,17 +86,22 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
             start=start,
             header_out=headers,
             on_progress=watch,
+            fields=None if fields.plain else fields,
+            match_keys=resource.keys if merge else (),
         )
+        keys = None if fields.plain else fields.json_keys()
         # The reading thread reads, validates and prepares batch N+1 (its reference locks
         # included) while this one commits batch N.
         checked_batches = prefetch(
             ((b, checked, loader.prepare(checked.valid)) for b in batches
-             for checked in (validate(b.frame, resource),)),
+             for checked in (validate(b.frame, resource, keys=keys),)),
             depth=1,
         )  # fmt: skip
         for batch, checked, prepared in checked_batches:
             if headers and start.batch == 0 and batch.index == 0 and headers[0].warnings:
                 jobs.set_warnings(ctx.conn, job.id, headers[0].warnings)
+            if headers and headers[0].shown and batch.index == start.batch:
+                loader.name_fields(headers[0].shown)  # error rows name the file's columns
             t0 = time.monotonic()
             errors = pl.concat([batch.errors.cast(ERROR_SCHEMA), checked.errors])  # type: ignore[arg-type]
             outcome = loader.apply(

@@ -10,6 +10,7 @@ Keys, uniqueness and foreign keys are *not* decided here but in PostgreSQL
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ import polars as pl
 from engine import checks
 from engine.error_rows import ERROR_SCHEMA, empty_errors
 from engine.formats.json_types import ARTICLED, RECORD, JsonType, RecordTypes, maybe_not_string
+from engine.formats.mapping import PRESENT
 from engine.formats.parse import LINE, NUL_SHOWN, ROW
 from engine.resources import Column, Kind, Resource
 
@@ -197,7 +199,9 @@ def _has_nul(s: pl.Series) -> pl.Series:
     return s.str.contains("\x00", literal=True)
 
 
-def _json_types(col: Column, raw: pl.Series, code: pl.Series, records: RecordTypes) -> pl.Series:
+def _json_types(
+    col: Column, raw: pl.Series, code: pl.Series, records: RecordTypes, key: str
+) -> pl.Series:
     """``code`` with a wrong-type code where the JSON value is not of the kind's JSON type (a
     value of the wrong type fails before any other rule). Only the values that may be of
     another type are looked up in their record."""
@@ -212,7 +216,7 @@ def _json_types(col: Column, raw: pl.Series, code: pl.Series, records: RecordTyp
     rows = np.flatnonzero(maybe)
     if not len(rows):
         return code
-    found = records.of(col.name, rows)
+    found = records.of(key, rows)
     wrong = (found != expected) & (found != JsonType.ABSENT)
     if not wrong.any():
         return code
@@ -305,8 +309,29 @@ def _errors_for(
     ).cast(ERROR_SCHEMA)  # type: ignore[arg-type]
 
 
-def validate(frame: pl.DataFrame, resource: Resource) -> Validated:
-    """Check every column of every record; return typed valid rows and error rows (row order)."""
+def _deferred(resource: Resource, col: Column, present: pl.Series, code: pl.Series) -> pl.Series:
+    """mode=merge: ``code`` without ``required`` where the record lacks the field altogether
+    (a record that updates a row may omit it; the merge SQL requires it of new records). An
+    ``id`` stays required when the resource has no other key to match by."""
+    if not col.required or (col.name == "id" and resource.natural_key is None):
+        return code
+    bit = 1 << resource.column_names.index(col.name)
+    absent = (present & bit) == 0
+    return (
+        pl.select(pl.when(absent & (code == "required")).then(None).otherwise(code))
+        .to_series()
+        .alias(code.name)
+    )
+
+
+def validate(
+    frame: pl.DataFrame, resource: Resource, *, keys: Mapping[str, str] | None = None
+) -> Validated:
+    """Check every column of every record; return typed valid rows and error rows (row order).
+
+    ``keys``: JSON input read through a mapping: the key each field was read from (its values'
+    JSON types are looked up there). A :data:`PRESENT` column (mode=merge) says which fields
+    each record holds: an absent required field is left to the merge (see :func:`_deferred`)."""
     codes: dict[str, pl.Series] = {}
     typed: dict[str, pl.Series] = {}
     records = None
@@ -314,10 +339,14 @@ def validate(frame: pl.DataFrame, resource: Resource) -> Validated:
         # Dropped at once: carried along, the view of the block made every select slower.
         records = RecordTypes(frame[RECORD])
         frame = frame.drop(RECORD)
+    present = frame[PRESENT] if PRESENT in frame.columns else None
     for col in resource.columns:
         codes[col.name], typed[col.name] = _check(col, frame[col.name])
         if records is not None:
-            codes[col.name] = _json_types(col, frame[col.name], codes[col.name], records)
+            key = col.name if keys is None else keys.get(col.name, col.name)
+            codes[col.name] = _json_types(col, frame[col.name], codes[col.name], records, key)
+        if present is not None:
+            codes[col.name] = _deferred(resource, col, present, codes[col.name])
     msgs = {col.name: messages(col, json=records is not None) for col in resource.columns}
     if resource.rules:
         typed_frame = pl.DataFrame(list(typed.values()))
@@ -333,5 +362,6 @@ def validate(frame: pl.DataFrame, resource: Resource) -> Validated:
     ]
     errors = pl.concat([e for e in error_frames if not e.is_empty()] or [empty_errors()])
     failed = pl.select(pl.any_horizontal([c.is_not_null() for c in codes.values()])).to_series()
-    valid = pl.DataFrame([*typed.values(), frame[ROW], frame[LINE]]).filter(~failed)
+    kept = [frame[ROW], frame[LINE]] + ([] if present is None else [present])
+    valid = pl.DataFrame([*typed.values(), *kept]).filter(~failed)
     return Validated(valid, errors.sort("row", "field", nulls_last=True))
