@@ -11,24 +11,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-_BENCH = Path(__file__).resolve().parent
-# bench/ first: its modules win over same-named ones of tests/ (servers.py, harness.py)
-for _path in (_BENCH.parent / "tests" / "integration", _BENCH.parent / "tests", _BENCH):
-    if str(_path) in sys.path:
-        sys.path.remove(str(_path))
-    sys.path.insert(0, str(_path))
+# bench/ has no __init__.py: pytest puts it on sys.path to import this file, so bench's own
+# modules import by name; the project root (pythonpath in pyproject.toml) gives tests.support.
+from database import BenchDatabase, start_server
+from report import RESULTS, Recorder, source_state, write_results
+from service import BenchService
 
-from database import BenchDatabase, start_server  # noqa: E402
-from report import RESULTS, Recorder, source_state, write_results  # noqa: E402
-from servers import RedisServer  # noqa: E402
-from service import BenchService  # noqa: E402
+from tests.support.servers import RedisServer
 
 MODULE_ORDER = ("test_checks", "test_import", "test_export", "test_memory", "test_workers")
 _RECORDER = pytest.StashKey[Recorder]()

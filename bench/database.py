@@ -15,13 +15,13 @@ from typing import Any
 
 import psycopg
 from inputs import DataFile
-from servers import PostgresServer
 
 from engine.db import migrate
+from tests.support.servers import PostgresServer
 
 #: The bulk-load settings of ``.ci/services.sh`` (the `make run` server), durability included:
 #: fsync, synchronous_commit and full_page_writes on. ``jit`` is left at PostgreSQL's default
-#: as there (the test servers of tests/servers.py turn it off).
+#: as there (the test servers of tests/support/servers.py turn it off).
 BENCH_PG_SETTINGS: Mapping[str, str] = {
     "max_connections": "100",
     "shared_buffers": "2GB",

@@ -32,7 +32,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests"), str(ROOT)]
+# A script, not run by pytest: bench/ is on sys.path as the script's folder; the project root
+# (for tests.support, which bench/database.py imports) is what pyproject's pythonpath gives pytest.
+if str(ROOT) not in sys.path:
+    sys.path.insert(1, str(ROOT))
 
 from database import PARENTS, BenchDatabase, start_server  # noqa: E402
 from inputs import CACHE, IMPORT_FORMATS, data_file  # noqa: E402

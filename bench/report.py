@@ -173,6 +173,10 @@ FIGURES: tuple[Figure, ...] = (
         ratio="time",
         target=_t("ratio", "<=", 2),
     ),
+    *(
+        Figure(f"generate.{resource}", f"testdata/generate.py {resource} NDJSON, 100K, 5% defects")
+        for resource in ("users", "articles", "comments")
+    ),
 )
 FIGURE_BY_KEY = {f.key: f for f in FIGURES}
 

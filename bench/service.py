@@ -2,7 +2,8 @@
 benchmarks replace between runs (a fresh worker per measured import, so its peak RSS belongs to
 that import alone).
 
-Processes are ``tests/integration/harness.py``'s ``Proc``; what differs is that
+Processes are ``tests/support/processes.py``'s ``Proc``; what differs from the tests' service
+(``tests/support/service.py``) is that
 uploads stream a file object (1M-row files never enter this process's memory), that the worker
 set can be replaced, and that the client token is exempt from the per-token rate limit (the
 benchmark polls job status).
@@ -20,9 +21,11 @@ from typing import Any
 
 import httpx
 import psycopg
-from harness import Proc
 from inputs import DataFile
-from servers import free_port
+
+from tests.support.processes import Proc
+from tests.support.servers import free_port
+from tests.support.waits import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -113,16 +116,15 @@ class BenchService:
         self._wait_api()
 
     def _wait_api(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if self.client.get("/health", timeout=2).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        def answers() -> bool:
             if not self.api.alive():
-                break
-        raise RuntimeError(f"the API did not start:\n{self.api.tail()}")
+                raise RuntimeError(f"the API did not start:\n{self.api.tail()}")
+            try:
+                return self.client.get("/health", timeout=2).status_code < 500
+            except httpx.HTTPError:
+                return False
+
+        wait_until(answers, 60, 0.1, lambda: f"the API to answer\n{self.api.tail()}")
 
     # ------------------------------------------------------------------------------- workers
 
@@ -136,13 +138,15 @@ class BenchService:
             log = self.workdir / f"worker-{self._spawned}.log"
             argv = [sys.executable, "-m", "engine.cli", "worker"]
             self.workers.append(Proc(argv, self.env, log))
-        deadline = time.monotonic() + 60
         self._idle_kb = []
         for worker in self.workers:
-            while READY_MARK not in worker.log.read_text(errors="replace"):
-                if not worker.alive() or time.monotonic() > deadline:
+
+            def ready(worker: Proc = worker) -> bool:
+                if not worker.alive():
                     raise RuntimeError(f"a worker did not start:\n{worker.tail()}")
-                time.sleep(0.05)
+                return READY_MARK in worker.log.read_text(errors="replace")
+
+            wait_until(ready, 60, 0.05, lambda w=worker: f"a worker to start:\n{w.tail()}")
             self._idle_kb.append(proc_status(worker.pid)["VmRSS"])
         return self.workers
 
@@ -183,18 +187,20 @@ class BenchService:
         return str(res.json()["job_id"])
 
     def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            body: dict[str, Any] = self.client.get(f"/v1/jobs/{job_id}").json()
-            if body.get("status") in TERMINAL:
-                return body
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"job {job_id} not finished after {timeout:.0f}s: {body}\n{self.logs()}"
-                )
+        last: dict[str, Any] = {}
+
+        def finished() -> dict[str, Any] | None:
+            last.clear()
+            last.update(self.client.get(f"/v1/jobs/{job_id}").json())
+            if last.get("status") in TERMINAL:
+                return dict(last)
             if self.workers and not any(w.alive() for w in self.workers):
-                raise AssertionError(f"every worker died; job {job_id}: {body}\n{self.logs()}")
-            time.sleep(POLL_SECONDS)
+                raise AssertionError(f"every worker died; job {job_id}: {last}\n{self.logs()}")
+            return None
+
+        return wait_until(
+            finished, timeout, POLL_SECONDS, lambda: f"job {job_id}: {last}\n{self.logs()}"
+        )
 
     def import_file(self, data: DataFile, timeout: float = 3600) -> dict[str, Any]:
         """Upload, then poll until the job is terminal (the end-to-end import)."""

@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import csv
 import gzip
-import importlib.util
 import io
 import json
 import re
-import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "bulkio_testdata_generate", ROOT / "testdata" / "generate.py"
-)
-assert _spec and _spec.loader
-gen = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = gen
-_spec.loader.exec_module(gen)
+from tests.support.datafiles import ROOT, gen
 
 ROWS = 2_000
 SEED = 11
@@ -465,21 +455,3 @@ def test_committed_samples_are_current(tmp_path: Path) -> None:
     for name, *_ in gen.SAMPLES:
         for f in (name, name + ".expected.json"):
             assert (samples / f).read_bytes() == (tmp_path / f).read_bytes(), f
-
-
-def test_speed_report(tmp_path: Path) -> None:
-    """Prints the extrapolated 1M-row time per resource (not asserted; the bench measures it)."""
-    rows = 20_000
-    for resource in gen.RESOURCES:
-        t0 = time.perf_counter()
-        gen.generate(
-            resource,
-            "ndjson",
-            rows,
-            1,
-            0.05,
-            str(tmp_path / f"{resource}.ndjson"),
-            write_expected=False,
-        )
-        dt = time.perf_counter() - t0
-        print(f"{resource}: {rows / dt:,.0f} rows/s, ~{dt * 1_000_000 / rows:.1f} s per 1M rows")
