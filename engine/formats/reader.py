@@ -1,9 +1,10 @@
 """The reading loop: a stream of file bytes → batches of validated-shape polars frames.
 
-``read_batches`` is the single entry point: it decodes (gzip, BOM), checks UTF-8, frames whole
-records (``framing``), and parses each block (``parse``). Every batch knows the position right
-after it, which the loader stores as the job's checkpoint; ``read_batches(start=...)`` resumes
-there.
+``read_batches`` is the single entry point: it decodes (gzip, zstd, BOM), checks UTF-8, frames
+whole records (``framing``), and parses each block (``parse``); a Parquet file (declared, or
+starting with ``PAR1`` whatever its declared format) is read by ``parquet`` instead. Every batch
+knows the position right after it, which the loader stores as the job's checkpoint;
+``read_batches(start=...)`` resumes there.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from engine.checks import utf8_error_offset
+from engine.error_rows import empty_errors
 from engine.errors import (
+    DecompressedTooLarge,
     FileError,
     InvalidEncoding,
     MissingColumns,
     RecordTooLarge,
     UnsupportedFormat,
 )
-from engine.formats.decode import Tick, decoded
+from engine.formats import PARQUET_MAGIC, parquet
+from engine.formats.decode import GZIP_MAGIC, ZSTD_MAGIC, Tick, decoded
 from engine.formats.framing import (
     Block,
     CsvFramer,
@@ -50,6 +54,7 @@ _NO_RECORDS = {
     "csv": "the CSV file has a header but no records",
     "ndjson": "the file holds no records: it is empty or has only blank lines",
     "json": "the JSON array is empty: the file holds no records",
+    "parquet": "the Parquet file holds no records",
 }
 #: Names listed in one message or warning; the rest are counted.
 _LISTED = 20
@@ -59,7 +64,8 @@ __all__ = ["LINE", "ROW", "Batch", "Header", "Position", "read_batches"]
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """Where reading (re)starts: batch index, decoded byte offset, next row number, lines before."""
+    """Where reading (re)starts: batch index, decoded byte offset (Parquet: rows before), next
+    row number, lines before."""
 
     batch: int = 0
     offset: int = 0
@@ -198,7 +204,7 @@ def _csv_header(
             f"the CSV header lacks required column(s): {', '.join(missing)}; "
             f"found: {_listing(names) or '(none)'}"
         )
-    unknown = [n for n in names if n not in columns]
+    unknown = [n for n in names if n not in columns and n != parquet.ERRORS_COLUMN]
     warnings = [f"ignored unknown column(s): {_listing(unknown)}"] if unknown else []
     header_line = raw if raw.endswith(b"\n") else raw + b"\n"
     return Header(names, header_line, len(raw), warnings, raw.count(b"\n"))
@@ -343,7 +349,30 @@ def read_batches(
     (``engine.formats.mapping``); with ``fields.presence`` (mode=merge) every frame gets a
     ``PRESENT`` column, and ``match_keys`` are the columns of which a CSV header needs one (in
     place of ``required``)."""
-    stream = _Stream(decoded(chunks, max_decompressed_bytes, on_progress))
+    raw = _Stream(chunks)
+    head = _peek(raw, len(PARQUET_MAGIC))
+    if fmt == "parquet" or head.startswith(PARQUET_MAGIC):
+        if head.startswith((GZIP_MAGIC, ZSTD_MAGIC)):
+            raise FileError(
+                "the Parquet file is gzip- or zstd-compressed: Parquet compresses its own pages "
+                "and is read at random places, so upload the .parquet file itself, uncompressed"
+            )
+        yield from _read_parquet(
+            raw,
+            columns,
+            required,
+            batch_rows=batch_rows,
+            batch_bytes=batch_bytes,
+            max_record_bytes=max_record_bytes,
+            max_bytes=max_decompressed_bytes,
+            start=start or Position(),
+            header_out=header_out,
+            tick=on_progress,
+            fields=fields,
+            match_keys=match_keys,
+        )
+        return
+    stream = _Stream(decoded(raw, max_decompressed_bytes, on_progress))
     framer: Framer
     if fmt == "csv":
         header = _csv_header(stream, columns, required, max_record_bytes, fields, match_keys)
@@ -392,10 +421,77 @@ def read_batches(
         raise FileError(_NO_RECORDS[fmt])
 
 
+def _peek(stream: _Stream, n: int) -> bytes:
+    """The first ``n`` bytes of ``stream`` (fewer if it is shorter), left in it."""
+    head = b""
+    while len(head) < n:
+        chunk = stream.next()
+        if not chunk:
+            break
+        head += chunk
+    stream.push(head)
+    return head[:n]
+
+
+def _read_parquet(
+    raw: _Stream,
+    columns: Sequence[str],
+    required: Sequence[str],
+    *,
+    batch_rows: int,
+    batch_bytes: int,
+    max_record_bytes: int,
+    max_bytes: int,
+    start: Position,
+    header_out: list[Header] | None,
+    tick: Tick | None,
+    fields: FieldMap | None,
+    match_keys: Sequence[str],
+) -> Iterator[Batch]:
+    """A Parquet file's batches (``engine.formats.parquet``); the offset of a position is the
+    number of rows before it. Columns are read through ``fields`` as a CSV header is."""
+    with parquet.spool(raw, max_bytes, tick) as file:
+        size = file.seek(0, 2)
+        pf = parquet.open_parquet(file)
+        plan = parquet.plan(pf.schema_arrow, columns, required, fields, match_keys)
+        declared = parquet.declared_bytes(pf, plan.read)
+        if declared > max_bytes:
+            raise DecompressedTooLarge(
+                f"the Parquet file's columns expand to {declared} bytes, more than {max_bytes} "
+                "(BULKIO_MAX_DECOMPRESSED_BYTES); split it or raise the limit"
+            )
+        if header_out is not None:
+            names = list(pf.schema_arrow.names)
+            header = Header(names, b"", 0, plan.warnings, shown=plan.shown, present=plan.present)
+            header_out.append(header)
+        present = pl.lit(plan.present, dtype=pl.Int64).alias(PRESENT)
+        total = pf.metadata.num_rows
+        if total == 0:
+            raise FileError(_NO_RECORDS["parquet"])
+        index = start.batch
+        for piece in parquet.text_batches(
+            pf,
+            plan,
+            columns,
+            start=start.offset,
+            batch_rows=batch_rows,
+            batch_bytes=batch_bytes,
+            max_record_bytes=max_record_bytes,
+            tick=tick,
+        ):
+            frame = piece.frame
+            if fields is not None and fields.presence:
+                frame = frame.with_columns(present)
+            after = Position(index + 1, piece.end, piece.end + 1, 0)
+            end = size * piece.end // total
+            yield Batch(index, frame, empty_errors(), frame.height, after, end)
+            index += 1
+
+
 def _warn_unknown_keys(header: Header, block: Block, fmt: str, columns: Sequence[str]) -> None:
     """JSON keys that are not columns are ignored; say so once, like CSV's unknown columns. Only
     the first batch is sampled (``KEY_SAMPLE`` records): the warning is set when it commits."""
-    unknown = sorted(json_keys(block, array=fmt == "json") - set(columns))
+    unknown = sorted(json_keys(block, array=fmt == "json") - set(columns) - {parquet.ERRORS_COLUMN})
     if unknown:
         header.warnings.append(f"ignored unknown key(s): {_listing(unknown)}")
 
