@@ -403,10 +403,13 @@ class UploadDataController(Controller):
                 f"{length} bytes at offset {upload_offset} pass the declared size of "
                 f"{upload.size} bytes",
             )
-        owner = Principal(str(upload.token_id), upload.owner, frozenset(), None, None)
         with _refusals():
-            async with app.slots.upload(owner, jobs=False):
+            if upload.token_id is None:  # no token to count it against
                 offset = await self._write(app, request, upload, upload_offset)
+            else:
+                owner = Principal(str(upload.token_id), upload.owner, frozenset(), None, None)
+                async with app.slots.upload(owner, jobs=False):
+                    offset = await self._write(app, request, upload, upload_offset)
         return Response(
             None,
             status_code=204,

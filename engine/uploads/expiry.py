@@ -4,6 +4,7 @@ and bytes under ``uploads/`` that no session owns are swept (engine/retention.py
 from __future__ import annotations
 
 import contextlib
+import os
 from datetime import datetime
 from typing import Any
 
@@ -81,6 +82,22 @@ def _sweep_unowned(conn: psycopg.Connection[Any], storage: Storage) -> None:
                 if storage.kind == "local":
                     with contextlib.suppress(OSError):
                         storage.local_path(path).parent.rmdir()
+    if storage.kind == "local":
+        _remove_empty_dirs(conn, storage)
+
+
+def _remove_empty_dirs(conn: psycopg.Connection[Any], storage: Storage) -> None:
+    """A local store keeps the emptied directory of an upload whose job retention deleted (and
+    so its object and row): remove the empty ones no row owns (best effort)."""
+    try:
+        names = [e.name for e in os.scandir(storage.local_path(PREFIX)) if e.is_dir()]
+    except FileNotFoundError:
+        return
+    rows = _rows(conn, names)
+    for name in names:
+        if name not in rows:
+            with contextlib.suppress(OSError):  # not empty, or gone meanwhile
+                os.rmdir(storage.local_path(f"{PREFIX}/{name}"))
 
 
 def _upload_of(path: str) -> str:

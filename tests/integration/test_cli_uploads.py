@@ -10,10 +10,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from clirun import client_env, document, run
-from datafiles import make
-from harness import Bulkio
-from uploads_kit import CutOnce, check_import, in_process
+
+from tests.support.cli import client_env, document, run
+from tests.support.datafiles import make
+from tests.support.service import Bulkio
+from tests.support.uploads import CutOnce, check_import, in_process
 
 pytestmark = pytest.mark.integration
 

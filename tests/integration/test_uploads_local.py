@@ -11,9 +11,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from datafiles import make
-from harness import Bulkio, make_token
-from uploads_kit import (
+
+from engine.retention import cleanup
+from engine.settings import Settings
+from engine.storage import open_storage
+from tests.support.datafiles import make
+from tests.support.service import Bulkio, make_token
+from tests.support.uploads import (
     check_import,
     cut_patch,
     import_upload,
@@ -21,10 +25,6 @@ from uploads_kit import (
     settled_offset,
     sha256_of,
 )
-
-from engine.retention import cleanup
-from engine.settings import Settings
-from engine.storage import open_storage
 
 pytestmark = pytest.mark.integration
 
@@ -260,3 +260,27 @@ def test_expiry_removes_an_abandoned_upload_and_its_partial_file(
     assert service.client.get(f"/v1/uploads/{view['upload_id']}").status_code == 404
     assert anonymous.head(view["data_url"]).status_code == 404
     assert service.client.get(f"/v1/uploads/{kept['upload_id']}").status_code == 200
+
+
+def test_retention_deletes_an_imported_upload_with_its_job(
+    service: Bulkio, datadir: Path, anonymous: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
+    path, _ = make(datadir, "users", "csv", 100, seed=1206)
+    data = path.read_bytes()
+    view = open_upload(service, path, data)
+    anonymous.patch(view["data_url"], headers={"Upload-Offset": "0"}, content=data)
+    assert service.client.post(f"/v1/uploads/{view['upload_id']}/complete").status_code == 200
+    job = service.wait(import_upload(service, view["upload_id"], resource="users").json()["job_id"])
+    objects = Path(service.env["BULKIO_STORAGE_URL"].removeprefix("file://"))
+    folder = objects / "uploads" / view["upload_id"]
+    assert (folder / "data").stat().st_size == len(data)  # the job's source is the upload's file
+
+    db.execute(
+        "UPDATE jobs SET finished_at = now() - interval '30 days' WHERE id = %s", (job["job_id"],)
+    )
+    storage = open_storage(Settings(storage_url=service.env["BULKIO_STORAGE_URL"]))
+    report = cleanup(db, storage, timedelta(days=7))
+    assert (report.jobs, report.uploads) == (1, 0)
+    assert not folder.exists()  # the object with its job, then its empty folder
+    assert db.execute("SELECT count(*) FROM uploads").fetchone() == (0,)
+    assert service.client.get(f"/v1/uploads/{view['upload_id']}").status_code == 404

@@ -14,14 +14,21 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from datafiles import make
-from harness import Bulkio, make_token
-from uploads_kit import CutOnce, check_import, import_upload, in_process, open_upload, sha256_of
 
 from engine.db import migrate
 from engine.retention import cleanup
 from engine.settings import Settings
 from engine.storage import open_storage, signed_query
+from tests.support.datafiles import make
+from tests.support.service import Bulkio, make_token
+from tests.support.uploads import (
+    CutOnce,
+    check_import,
+    import_upload,
+    in_process,
+    open_upload,
+    sha256_of,
+)
 
 pytestmark = pytest.mark.integration
 
