@@ -361,6 +361,7 @@ class UploadDataController(Controller):
             s404="No such local upload (it may have expired).",
             s409="`Upload-Offset` is not the stored offset (`offset` says it), the upload "
             "takes no more bytes (completed), or another request is appending.",
+            s408="No bytes arrived for BULKIO_STREAM_STALL_SECONDS; what arrived is kept.",
             s413="The bytes would pass the declared size.",
             s429="The owner's token has BULKIO_MAX_CONCURRENT_UPLOADS uploads in progress.",
         ),
