@@ -20,12 +20,11 @@ from litestar import Response, get
 from litestar.datastructures import State
 from litestar.response import Redirect
 
-from api.imports import MODES, REPORT_FORMATS
 from api.problems import Problem
 from api.state import AppState
 from engine.exports.query import FORMATS as EXPORT_FORMATS
 from engine.formats import FORMATS as IMPORT_FORMATS
-from engine.resources import Filter, FilterOp, Kind, Resource
+from engine.resources import IMPORT_MODES, Filter, FilterOp, Kind, Resource
 
 #: The static files the page is made of, with their media types (Litestar adds the charset of
 #: text types): nothing else is served.
@@ -97,9 +96,8 @@ def catalog_json(catalog: Mapping[str, Resource]) -> str:
             for name, resource in catalog.items()
         },
         "import_formats": list(IMPORT_FORMATS),
-        "modes": list(MODES),
+        "modes": list(IMPORT_MODES),
         "export_formats": list(EXPORT_FORMATS),
-        "report_formats": list(REPORT_FORMATS),
     }
     text = json.dumps(data, separators=(",", ":"))
     # No "</script>" (nor "<!--") can end or confuse the element early.

@@ -157,8 +157,19 @@ function fillForms() {
 
 // ------------------------------------------------------------------ import: upload
 
+/** A button that is working: still focusable (a disabled one would drop the keyboard focus),
+ * announced as unavailable, and ignored until done. */
+function setBusy(button, busy) {
+  button.setAttribute("aria-disabled", String(busy));
+}
+
+function isBusy(button) {
+  return button.getAttribute("aria-disabled") === "true";
+}
+
 function upload(event) {
   event.preventDefault();
+  if (isBusy($("import-submit"))) return;
   const file = $("file").files[0];
   if (!file) {
     showAlert("Choose a file to import first.");
@@ -177,7 +188,7 @@ function upload(event) {
   $("upload").hidden = false;
   bar.value = 0;
   text.textContent = `0 of ${bytes(file.size)}`;
-  $("import-submit").disabled = true;
+  setBusy($("import-submit"), true);
   announce(`Uploading ${file.name}.`);
 
   const xhr = new XMLHttpRequest();
@@ -190,7 +201,7 @@ function upload(event) {
     text.textContent = `${bytes(e.loaded)} of ${bytes(e.total)}`;
   });
   xhr.addEventListener("load", () => {
-    $("import-submit").disabled = false;
+    setBusy($("import-submit"), false);
     const body = xhr.response || {};
     if (xhr.status === 401) {
       signOut("The server refused the token: sign in again.");
@@ -209,7 +220,7 @@ function upload(event) {
   });
   for (const name of ["error", "abort", "timeout"]) {
     xhr.addEventListener(name, () => {
-      $("import-submit").disabled = false;
+      setBusy($("import-submit"), false);
       text.textContent = "Upload failed";
       showAlert("The upload did not reach the server (network error). Try again.");
     });
@@ -251,6 +262,7 @@ const monitor = {
   source: null,
   timer: null,
   announced: null,
+  via: null, // how the job was followed: "stream" or "polling"
 
   stop() {
     if (this.source) this.source.close();
@@ -263,6 +275,8 @@ const monitor = {
     this.stop();
     this.job = job;
     this.announced = null;
+    this.via = null;
+    $("job-feed").textContent = "";
     delete $("job").dataset.eventSeq;
     $("job").hidden = false;
     $("errors").hidden = true;
@@ -282,6 +296,7 @@ const monitor = {
     const source = new EventSource(local(job.events_url));
     this.source = source;
     let failures = 0;
+    this.via = "stream";
     $("job-feed").textContent = "Live: following the job's event stream.";
     const onEvent = (message) => {
       failures = 0;
@@ -307,6 +322,7 @@ const monitor = {
   },
 
   poll(jobId, wait) {
+    this.via = "polling";
     $("job-feed").textContent = "Checking the job's status every few seconds (no live stream).";
     this.timer = window.setTimeout(async () => {
       try {
@@ -356,7 +372,11 @@ const monitor = {
   /** The job has ended: its final view (download link, errors), then its error table. */
   async finish(jobId) {
     this.stop();
-    $("job-feed").textContent = "";
+    const via = {
+      stream: "Followed to its end through the job's event stream.",
+      polling: "Followed to its end by checking its status every few seconds (no live stream).",
+    };
+    $("job-feed").textContent = via[this.via] || "";
     try {
       const job = await apiJson(`/v1/jobs/${encodeURIComponent(jobId)}`);
       if (!this.job || this.job.job_id !== jobId) return;
@@ -514,8 +534,14 @@ const errors = {
     const filtered = $("errors-field").value || $("errors-code").value ? " (filtered)" : "";
     $("errors-page").textContent = `Page ${this.pages.length + 1}`;
     $("errors-caption").textContent = `Rejected records: ${shown}${filtered}`;
+    const focused = document.activeElement;
     $("errors-prev").disabled = this.pages.length === 0;
     $("errors-next").disabled = !this.next;
+    // A pager button that just became disabled would drop the keyboard focus: keep it nearby.
+    if (focused && focused.disabled) {
+      const other = focused === $("errors-next") ? $("errors-prev") : $("errors-next");
+      (other.disabled ? $("errors-table").closest(".scroll") : other).focus();
+    }
     announce(`${shown}${filtered}.`);
   },
 
@@ -700,10 +726,11 @@ function exportRequest() {
 
 async function runExport(event) {
   event.preventDefault();
+  if (isBusy($("export-submit"))) return;
   const request = exportRequest();
   const status = $("export-status");
   $("export-link").hidden = true;
-  $("export-submit").disabled = true;
+  setBusy($("export-submit"), true);
   showAlert("");
   try {
     if ($("export-now").checked) {
@@ -732,7 +759,7 @@ async function runExport(event) {
     status.textContent = "Export failed.";
     if (err.status !== 401) showAlert(`Export failed: ${err.message}`);
   } finally {
-    $("export-submit").disabled = false;
+    setBusy($("export-submit"), false);
   }
 }
 

@@ -1,6 +1,6 @@
 """Browser fixtures: the web page in headless Chromium (Debian's ``chromium`` package, driven by
 Playwright for Python) against a real bulkio (API + worker over the session's PostgreSQL and
-Redis), built with the integration tests' harness.
+Redis), built from tests/support like the integration tests' service.
 
 The service has its own database and queue name, so it never shares work with the integration
 tests' service in the same session. Every page records each request it makes; a test fails if
@@ -13,24 +13,16 @@ Screenshots go to ``$BULKIO_BROWSER_ARTIFACTS`` (default ``tests/browser/artifac
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import psycopg
 import pytest
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "integration"))
-
-from harness import Bulkio, make_token  # noqa: E402
-from playwright.sync_api import (  # noqa: E402
+from playwright.sync_api import (
     Browser,
     ConsoleMessage,
     Playwright,
@@ -38,28 +30,15 @@ from playwright.sync_api import (  # noqa: E402
     expect,
     sync_playwright,
 )
-from webpage import WATCH_CSP, WIDE, Session  # noqa: E402
 
-from engine.db import migrate  # noqa: E402
+from tests.browser.webpage import WATCH_CSP, WIDE, Session
+from tests.support.database import empty, migrated_database
+from tests.support.service import TEST_ENV, Bulkio, make_token
 
-
-def _integration_conftest() -> ModuleType:
-    """tests/integration/conftest.py as a plain module (its settings for a test service)."""
-    spec = importlib.util.spec_from_file_location(
-        "bulkio_integration_conftest", HERE.parent / "integration" / "conftest.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_integration = _integration_conftest()
-TEST_ENV: dict[str, str] = {**_integration.TEST_ENV, "BULKIO_QUEUE_NAME": "bulkio_browser"}
-TABLES: str = _integration.TABLES
-#: Generated data files, cached per session (tests/integration's fixture).
-datadir = _integration.datadir
-
+HERE = Path(__file__).resolve().parent
+#: The browser tests' service: a database and a queue of its own, so the integration tests'
+#: service in the same session never takes its jobs.
+WEB_ENV = {**TEST_ENV, "BULKIO_QUEUE_NAME": "bulkio_browser"}
 #: Where Debian's package puts the browser; BULKIO_CHROMIUM overrides it.
 CHROMIUM = "/usr/bin/chromium"
 
@@ -89,10 +68,14 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="session")
-def browser_database_url(pg_server: Any) -> str:
-    url = pg_server.create_database("bulkio_browser")
-    migrate(url)
-    return str(url)
+def browser_database_url(pg_server: Any) -> Iterator[str]:
+    yield from migrated_database(pg_server, "bulkio_browser")
+
+
+@pytest.fixture(scope="session")
+def datadir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated data files (tests/support/datafiles.py), cached for the session."""
+    return tmp_path_factory.mktemp("web-data")
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +84,7 @@ def web_bulkio(
 ) -> Iterator[Bulkio]:
     work = tmp_path_factory.mktemp("bulkio-web")
     env = {
-        **TEST_ENV,
+        **WEB_ENV,
         "BULKIO_DATABASE_URL": browser_database_url,
         "BULKIO_REDIS_URL": redis_server.url(),
         "BULKIO_STORAGE_URL": f"file://{work / 'objects'}",
@@ -114,14 +97,10 @@ def web_bulkio(
 
 @pytest.fixture
 def web(web_bulkio: Bulkio, browser_database_url: str) -> Iterator[Bulkio]:
-    """The service with empty tables (and one live worker)."""
+    """The service with empty tables and a live worker."""
     with psycopg.connect(browser_database_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {TABLES} CASCADE")
-    for dead in [w for w in web_bulkio.workers if not w.alive()]:
-        dead.stop()
-        web_bulkio.workers.remove(dead)
-    if not web_bulkio.workers:
-        web_bulkio.start_worker()
+        empty(conn)
+    web_bulkio.revive_workers()
     yield web_bulkio
     web_bulkio.close_clients()
 

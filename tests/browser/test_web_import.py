@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from datafiles import make
-from harness import Bulkio
 from playwright.sync_api import Page, Response, expect
-from webpage import NARROW, WIDE, Session
+
+from tests.browser.webpage import NARROW, WIDE, Session
+from tests.support.datafiles import make
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +111,9 @@ def test_import_live_then_error_table_paged_filtered_and_downloaded(
     for selector, value in counters.items():
         expect(page.locator(selector)).to_have_text(f"{value:,}")
     expect(page.locator("#job-progress")).to_have_js_property("value", 100)
+    expect(page.locator("#job-feed")).to_have_text(
+        "Followed to its end through the job's event stream."
+    )
     # ... and it came through the event stream (the signed events_url), not by polling
     assert streams, "the page never opened the job's event stream"
     assert all(r.status == 200 for r in streams), [r.status for r in streams]
@@ -132,6 +136,8 @@ def test_import_live_then_error_table_paged_filtered_and_downloaded(
         DOCS_PICTURE.write_bytes((artifacts / "web-1440.png").read_bytes())
     assert len(report) == len(expected.errors) > 100  # more than two pages of 50
     pages = all_pages(page)
+    # "Next page" went disabled under the pointer: the focus moved to "Previous page"
+    expect(page.get_by_role("button", name="Previous page")).to_be_focused()
     assert [len(p) for p in pages[:-1]] == [50] * (len(pages) - 1)
     assert [row for p in pages for row in p] == report
     # back one page

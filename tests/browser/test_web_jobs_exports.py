@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import Bulkio
 from playwright.sync_api import Locator, Page, expect
-from webpage import NARROW, WIDE, Session
+
+from tests.browser.webpage import NARROW, WIDE, Session
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ import re
 
 import psycopg
 import pytest
-from harness import Bulkio, make_token
 from playwright.sync_api import Page, expect
-from webpage import NARROW, Session
 
 from engine.auth import revoke_token
+from tests.browser.webpage import NARROW, Session
+from tests.support.service import Bulkio, make_token
 
 pytestmark = pytest.mark.integration
 
@@ -193,6 +193,8 @@ def test_everything_works_from_the_keyboard_with_a_visible_focus(tab: Session, t
     page.locator("#export-submit").focus()
     with page.expect_download():
         page.keyboard.press("Enter")
+    expect(page.locator("#export-status")).to_contain_text("Export downloaded")
+    expect(page.locator("#export-submit")).to_be_focused()  # busy, never disabled
 
 
 def test_the_page_fits_a_narrow_screen_before_and_after_signing_in(

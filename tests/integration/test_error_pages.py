@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from datafiles import make
-from harness import Bulkio, make_token
+
+from tests.support.datafiles import make
+from tests.support.service import Bulkio, make_token
 
 pytestmark = pytest.mark.integration
 

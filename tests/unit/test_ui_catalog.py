@@ -23,7 +23,7 @@ def test_the_catalog_lists_every_resource_with_its_fields_and_filters() -> None:
     assert hints["active"] == "true or false"
     assert hints["email_domain"].startswith("a domain")
     assert {f["hint"] for f in data["resources"]["articles"]["filters"]} >= {"one tag", "an id"}
-    assert data["modes"] == ["upsert", "insert", "validate_only"]
+    assert data["modes"][0] == "upsert" and "validate_only" in data["modes"]
     assert {"csv", "ndjson", "json"} <= set(data["import_formats"])
     assert {"csv", "ndjson", "json", "parquet"} <= set(data["export_formats"])
 
