@@ -534,7 +534,7 @@ def _with_presence(
     bits = np.zeros(frame.height, dtype=np.int64)
     for f in keys:
         has = frame.get_column(f).is_not_null().to_numpy()
-        if f in held:
+        if keys[f] in held:
             has = has | held[keys[f]][records]
         bits |= has.astype(np.int64) << fields.fields.index(f)
     return frame.with_columns(pl.Series(PRESENT, bits, dtype=pl.Int64))

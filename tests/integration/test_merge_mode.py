@@ -14,7 +14,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from harness import Bulkio
+
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +30,12 @@ def uid(kind: str, n: int) -> str:
 
 def seed_users(db: psycopg.Connection[Any], n: int = USERS) -> None:
     """Users 0..n-1: name N<i>, role editor, inactive, created T0, updated T1."""
-    with db.cursor() as cur, cur.copy(
-        "COPY users (id, email, name, role, active, created_at, updated_at) FROM STDIN"
-    ) as copy:
+    with (
+        db.cursor() as cur,
+        cur.copy(
+            "COPY users (id, email, name, role, active, created_at, updated_at) FROM STDIN"
+        ) as copy,
+    ):
         for i in range(n):
             copy.write_row((uid("user", i), f"u{i}@example.com", f"N{i}", "editor", False, T0, T1))
 
@@ -256,3 +260,30 @@ def test_comments_merge_without_an_id_is_required(
     assert errors(service, job["job_id"]) == [(2, "id", "required")]
     row = db.execute("SELECT body, article_id::text, created_at FROM comments").fetchone()
     assert row == ("new", uid("article", 0), T0)
+
+
+def test_merge_through_a_mapping(service: Bulkio, db: psycopg.Connection[Any]) -> None:
+    seed_users(db, 3)
+    mapping = json.dumps({"User ID": "id", "Full Name": "name", "Changed": "updated_at"})
+    body = f"User ID,Full Name\n{uid('user', 0)},Mapped\n{uid('user', 9)},New\n"
+    job = start(service, body.encode(), "m.csv", mode="merge", mapping=mapping)
+    assert (job["updated_records"], job["failed"]) == (1, 1), job
+    # a new record's missing fields are named as the file would name them
+    assert errors(service, job["job_id"]) == [
+        (2, "created_at", "required"),
+        (2, "email", "required"),
+        (2, "role", "required"),
+    ]
+    data = ndjson([{"User ID": uid("user", 1), "Changed": None}, {"id": uid("user", 2)}])
+    job = start(service, data, "m.ndjson", mode="merge", mapping=mapping)
+    assert (job["updated_records"], job["failed"]) == (1, 1), job
+    # a record holding no key ("id" is not read: "User ID" is) matches no row
+    assert sorted(errors(service, job["job_id"])) == [
+        (2, "Full Name", "required"),
+        (2, "created_at", "required"),
+        (2, "email", "required"),
+        (2, "role", "required"),
+    ]
+    got = users(db)
+    assert got[uid("user", 0)][1:] == ("Mapped", "editor", False, T0, T1)
+    assert got[uid("user", 1)][1:] == ("N1", "editor", False, T0, None)
