@@ -296,6 +296,8 @@ def _named(numbers: list[int]) -> str:
 
 def _finish_s3(storage: Storage, upload: Upload, given: list[tuple[int, str]] | None) -> str:
     path, count = upload.object_key, upload.parts_count
+    if not upload.s3_upload_id:  # its creation died between the row and S3
+        raise UploadRejected(f"upload {upload.id} has no multipart upload: create a new one")
     multipart = multipart_of(storage)
     try:
         arrived = {p.number: p for p in multipart.parts(path, upload.s3_upload_id)}
