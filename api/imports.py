@@ -30,7 +30,7 @@ from engine import db, jobs, netguard, source_url
 from engine.auth import Principal
 from engine.errors import UnsupportedFormat
 from engine.exports.writers import writer_for
-from engine.formats import FORMATS, detect_format
+from engine.formats import FORMATS, PARQUET_MAGIC, detect_format
 from engine.formats.mapping import (
     MAX_MAPPING_BYTES,
     MappingError,
@@ -58,12 +58,14 @@ TRUNCATED = "errors_truncated"
 
 
 class _Upload:
-    """Counts and hashes bytes on their way to storage; enforces the upload cap."""
+    """Counts and hashes bytes on their way to storage; enforces the upload cap; keeps the
+    first bytes (a Parquet file without a telling name is known by them)."""
 
     def __init__(self, limit: int) -> None:
         self.size = 0
         self.limit = limit
         self.sha = hashlib.sha256()
+        self.head = b""
 
     async def tap(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in chunks:
@@ -73,6 +75,8 @@ class _Upload:
                     413, f"the upload is larger than {self.limit} bytes (BULKIO_MAX_UPLOAD_BYTES)"
                 )
             self.sha.update(chunk)
+            if len(self.head) < len(PARQUET_MAGIC):
+                self.head += chunk[: len(PARQUET_MAGIC) - len(self.head)]
             yield chunk
 
     async def drain(self, chunks: AsyncIterator[bytes]) -> None:
@@ -194,7 +198,8 @@ class ImportController(Controller):
         description=(
             "multipart/form-data with fields `file`, `resource` (users|articles|comments), "
             "optional "
-            "`format` (csv|ndjson|json; default from the file name, `.gz` looked through), "
+            "`format` (csv|ndjson|json|parquet; default from the file name, `.gz` and `.zst` "
+            "looked through, else `parquet` for a file starting with `PAR1`), "
             "`mode` (upsert|insert|merge|validate_only), `max_errors`, `mapping` and "
             "`header_case`. A raw body is accepted too, "
             "with `resource`, `format`, `mode`, `max_errors` and `filename` as query parameters "
@@ -295,7 +300,7 @@ class ImportController(Controller):
                     raise Problem(400, "send one of a file, an upload_id or a source_url")
                 file_name = source_url.file_name(url)
             resource, fmt, mode = self._check(
-                app, fields, file_name, got_file, size, from_url=url is not None
+                app, fields, file_name, got_file, size, from_url=url is not None, head=upload.head
             )
             max_errors = _max_errors(fields.get("max_errors"))
             options = _mapping_options(app, fields, resource, fmt, mode)
@@ -367,6 +372,7 @@ class ImportController(Controller):
         size: int,
         *,
         from_url: bool = False,
+        head: bytes = b"",
     ) -> tuple[str, str, str]:
         if not got_file and not from_url:
             raise Problem(400, "the multipart form has no 'file' field")
@@ -382,7 +388,7 @@ class ImportController(Controller):
         if mode not in MODES:
             raise Problem(400, f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         try:
-            fmt = detect_format(file_name, fields.get("format") or None)
+            fmt = detect_format(file_name, fields.get("format") or None, head)
         except UnsupportedFormat as exc:
             if not from_url or fields.get("format"):
                 raise Problem(400, str(exc)) from exc

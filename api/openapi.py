@@ -133,13 +133,15 @@ def import_body(
                 type=STRING,
                 format="binary",  # type: ignore[arg-type]
                 min_length=1,
-                description="The records; an empty file is refused. May be gzip-compressed.",
+                description="The records; an empty file is refused. CSV and JSON may be gzip- or "
+                "zstd-compressed (told by their first bytes); Parquet never is.",
             ),
             "resource": Schema(type=STRING, enum=list(resources)),
             "format": Schema(
                 type=STRING,
                 enum=list(formats),
-                description="Default: from the file name's extension (`.gz` looked through).",
+                description="Default: from the file name's extension (`.gz`, `.zst` looked "
+                "through); else `parquet` for a file starting with `PAR1`.",
             ),
             "mode": Schema(
                 type=STRING,

@@ -187,6 +187,15 @@ def _unzstd(chunks: Iterator[bytes], first: bytes, max_bytes: int, tick: Tick) -
         stream.close()
 
 
+def compressed_parquet(first: bytes) -> FileError:
+    """The error for a Parquet file inside gzip or zstd (``first``: the file's first bytes)."""
+    kind = "gzip" if first.startswith(GZIP_MAGIC) else "zstd"
+    return FileError(
+        f"the file is a {kind}-compressed Parquet file: Parquet compresses its own pages and is "
+        "read at random places, so upload the .parquet file itself, uncompressed"
+    )
+
+
 def _ticking(chunks: Iterable[bytes], tick: Tick) -> Iterator[bytes]:
     for chunk in chunks:
         tick()
@@ -230,11 +239,7 @@ def decoded(chunks: Iterable[bytes], max_bytes: int, tick: Tick | None = None) -
         if len(head) >= len(PARQUET_MAGIC):
             break
     if compressed and head.startswith(PARQUET_MAGIC):
-        kind = "gzip" if first.startswith(GZIP_MAGIC) else "zstd"
-        raise FileError(
-            f"the file is a {kind}-compressed Parquet file: Parquet compresses its own pages and "
-            "is read at random places, so upload the .parquet file itself, uncompressed"
-        )
+        raise compressed_parquet(first)
     if head.startswith(UTF8_BOM):
         head = head[3:]
     if head:

@@ -27,7 +27,7 @@ from engine.errors import (
     UnsupportedFormat,
 )
 from engine.formats import PARQUET_MAGIC, parquet
-from engine.formats.decode import GZIP_MAGIC, ZSTD_MAGIC, Tick, decoded
+from engine.formats.decode import GZIP_MAGIC, ZSTD_MAGIC, Tick, compressed_parquet, decoded
 from engine.formats.framing import (
     Block,
     CsvFramer,
@@ -353,10 +353,7 @@ def read_batches(
     head = _peek(raw, len(PARQUET_MAGIC))
     if fmt == "parquet" or head.startswith(PARQUET_MAGIC):
         if head.startswith((GZIP_MAGIC, ZSTD_MAGIC)):
-            raise FileError(
-                "the Parquet file is gzip- or zstd-compressed: Parquet compresses its own pages "
-                "and is read at random places, so upload the .parquet file itself, uncompressed"
-            )
+            raise compressed_parquet(head)
         yield from _read_parquet(
             raw,
             columns,

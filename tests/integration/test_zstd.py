@@ -10,20 +10,15 @@ import httpx
 import psycopg
 import pyarrow as pa
 import pytest
-from harness import Bulkio
-from test_exports import export, ndjson, run_job, seed, table
+
+from tests.integration.test_exports import export, ndjson, run_job, seed, table
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 
 
 def zstd(data: bytes) -> bytes:
     return pa.Codec("zstd").compress(data, asbytes=True)
-
-
-def imported(service: Bulkio, resource: str, data: bytes, name: str) -> dict[str, Any]:
-    res = service.upload(None, resource, data=data, filename=name)
-    assert res.status_code == 202, res.text
-    return service.wait(res.json()["job_id"])
 
 
 def unzstd(data: bytes) -> bytes:
@@ -42,9 +37,9 @@ def test_zstd_uploads_import_like_the_plain_file(
     # Frames one after another, as `zstd` writes a file compressed in pieces.
     half = len(users) // 2
     packed = zstd(users[:half]) + zstd(b"") + zstd(users[half:])
-    job = imported(service, "users", packed, "users.csv.zst")
+    job = service.import_bytes(packed, "users.csv.zst")
     assert (job["status"], job["processed"], job["failed"]) == ("completed", 2500, 0), job
-    job = imported(service, "articles", zstd(articles), "a.ndjson.zst")
+    job = service.import_bytes(zstd(articles), "a.ndjson.zst", "articles")
     assert (job["status"], job["processed"], job["failed"]) == ("completed", 300, 0), job
     assert {r: table(db, r) for r in ("users", "articles")} == expected
 
@@ -63,7 +58,7 @@ def test_a_truncated_or_corrupt_zstd_upload_fails_the_job_with_a_clear_message(
     seed(db, users=3000)
     data = export(service, "users", "ndjson").content
     db.execute("TRUNCATE comments, articles, users")
-    job = imported(service, "users", cut(zstd(data)), "u.ndjson.zst")
+    job = service.import_bytes(cut(zstd(data)), "u.ndjson.zst")
     assert job["status"] == "failed", job
     assert message in job["error"], job
 
