@@ -146,7 +146,7 @@ function fillForms() {
   options($("import-resource"), resources);
   options($("import-mode"), catalog.modes);
   options($("import-format"), catalog.import_formats);
-  const names = catalog.import_formats.map((f) => f.toUpperCase());
+  const names = catalog.import_formats.map((f) => (f === "parquet" ? "Parquet" : f.toUpperCase()));
   $("file-formats").textContent = names.length > 1
     ? `${names.slice(0, -1).join(", ")} or ${names[names.length - 1]}` : names.join("");
   options($("jobs-resource"), resources);
