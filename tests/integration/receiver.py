@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from servers import free_port
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.support.servers import free_port
 
 
 @dataclass

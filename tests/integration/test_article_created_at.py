@@ -18,7 +18,6 @@ from typing import Any
 import polars as pl
 import psycopg
 import pytest
-from harness import Bulkio
 
 from engine.db import connect_bulk, migrate
 from engine.formats.reader import read_batches
@@ -26,6 +25,7 @@ from engine.imports import merge_sql
 from engine.imports.load import BatchLoader
 from engine.imports.validate import validate
 from engine.resources import catalog
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 

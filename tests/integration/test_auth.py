@@ -6,9 +6,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from harness import Bulkio, make_token
 
 from engine.auth import create_token, revoke_token
+from tests.support.service import Bulkio, make_token
 
 pytestmark = pytest.mark.integration
 

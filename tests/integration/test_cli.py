@@ -18,10 +18,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from clirun import client_env, document, run, same_job
-from datafiles import make
-from harness import Bulkio, make_token
-from servers import free_port
+
+from tests.support.cli import client_env, document, run, same_job
+from tests.support.datafiles import make
+from tests.support.servers import free_port
+from tests.support.service import Bulkio, make_token
 
 pytestmark = pytest.mark.integration
 

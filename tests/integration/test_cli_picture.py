@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from datafiles import make
-from harness import ROOT, Bulkio
 from rich.console import Console
 
 from engine.client import main
+from tests.support.datafiles import make
+from tests.support.service import ROOT, Bulkio
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import pexpect
 import pytest
-from clirun import BULKIO, client_env, same_job
-from datafiles import make
-from harness import Bulkio
+
+from tests.support.cli import BULKIO, client_env, same_job
+from tests.support.datafiles import make
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 

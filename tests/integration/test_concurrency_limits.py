@@ -12,20 +12,20 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from conftest import TEST_ENV
-from harness import Bulkio
-from servers import PostgresServer, RedisServer
 
 from engine import jobs
 from engine.auth import create_token
-from engine.db import migrate
+from tests.support.database import empty, migrated_database
+from tests.support.servers import PostgresServer, RedisServer
+from tests.support.service import TEST_ENV, Bulkio
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,20 +36,18 @@ STREAM_APP = "bulkio-api-stream"
 
 
 @pytest.fixture(scope="module")
-def limited_url(pg_server: PostgresServer) -> Iterator[str]:
-    url = pg_server.create_database()
-    migrate(url)
-    yield url
-    pg_server.drop_database(url.rsplit("/", 1)[1])
+def database_url(pg_server: PostgresServer) -> Iterator[str]:
+    """This module's own database (overrides the session's)."""
+    yield from migrated_database(pg_server)
 
 
 @pytest.fixture(scope="module")
-def limited(limited_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bulkio]:
+def limited(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bulkio]:
     work = tmp_path_factory.mktemp("limits")
     with RedisServer() as redis:
         env = {
             **TEST_ENV,
-            "BULKIO_DATABASE_URL": limited_url,
+            "BULKIO_DATABASE_URL": database_url,
             "BULKIO_REDIS_URL": redis.url(),
             "BULKIO_STORAGE_URL": f"file://{work / 'objects'}",
             "BULKIO_METRICS_DIR": str(work / "metrics"),
@@ -66,47 +64,33 @@ def limited(limited_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture
-def pg(limited_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(limited_url, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-def svc(limited: Bulkio, pg: psycopg.Connection[Any]) -> Iterator[Bulkio]:
-    pg.execute("TRUNCATE comments, articles, users, job_errors, idempotency_keys, jobs CASCADE")
-    pg.execute("TRUNCATE api_slots")
+def svc(limited: Bulkio, db: psycopg.Connection[Any]) -> Iterator[Bulkio]:
+    empty(db)
+    db.execute("TRUNCATE api_slots")
     yield limited
     limited.close_clients()
 
 
-def token(pg: psycopg.Connection[Any], owner: str, scopes: list[str], **limits: Any) -> Any:
+def token(db: psycopg.Connection[Any], owner: str, scopes: list[str], **limits: Any) -> Any:
     """(token id, secret) of a new token."""
-    return create_token(pg, owner, scopes, **limits)
+    return create_token(db, owner, scopes, **limits)
 
 
-def slots(pg: psycopg.Connection[Any], token_id: str, kind: str) -> int:
-    row = pg.execute(
+def slots(db: psycopg.Connection[Any], token_id: str, kind: str) -> int:
+    row = db.execute(
         "SELECT count(*) FROM api_slots WHERE token_id = %s AND kind = %s AND expires_at > now()",
         (token_id, kind),
     ).fetchone()
     return int(row[0]) if row else 0
 
 
-def stream_backends(pg: psycopg.Connection[Any], waiting_on_lock: bool = False) -> int:
-    row = pg.execute(
+def stream_backends(db: psycopg.Connection[Any], waiting_on_lock: bool = False) -> int:
+    row = db.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
         "AND application_name = %s AND (NOT %s OR wait_event_type = 'Lock')",
         (STREAM_APP, waiting_on_lock),
     ).fetchone()
     return int(row[0]) if row else 0
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 def users_csv(n: int, start: int = 0) -> bytes:
@@ -122,9 +106,9 @@ def assert_refused(res: httpx.Response, limit: str) -> None:
     assert res.json()["limit"] == limit, res.json()
 
 
-def seed_wide_users(pg: psycopg.Connection[Any], n: int = 50_000) -> None:
+def seed_wide_users(db: psycopg.Connection[Any], n: int = 50_000) -> None:
     """~200 MB of export output: far more than the batches and socket buffers between hold."""
-    pg.execute(
+    db.execute(
         "INSERT INTO users (id, email, name, role, created_at) "
         "SELECT gen_random_uuid(), 'w' || g || '@example.com', repeat('n', 4000), 'reader', now() "
         "FROM generate_series(1, %s) g",
@@ -136,9 +120,9 @@ def seed_wide_users(pg: psycopg.Connection[Any], n: int = 50_000) -> None:
 
 
 def test_parallel_uploads_never_exceed_the_job_limit(
-    svc: Bulkio, pg: psycopg.Connection[Any]
+    svc: Bulkio, db: psycopg.Connection[Any]
 ) -> None:
-    token_id, secret = token(pg, "gina", ["imports:write"], max_running_jobs=2)
+    token_id, secret = token(db, "gina", ["imports:write"], max_running_jobs=2)
     clients = [svc.client_for(secret) for _ in range(UPLOADS)]
 
     def body(n: int) -> Iterator[bytes]:
@@ -160,15 +144,15 @@ def test_parallel_uploads_never_exceed_the_job_limit(
     for res in answers:
         if res.status_code != 202:
             assert_refused(res, "running_jobs")
-    (created,) = pg.execute("SELECT count(*) FROM jobs WHERE token_id = %s", (token_id,)).fetchone()  # type: ignore[misc]
+    (created,) = db.execute("SELECT count(*) FROM jobs WHERE token_id = %s", (token_id,)).fetchone()  # type: ignore[misc]
     assert created == len(accepted)
-    assert slots(pg, token_id, "upload") == 0
+    assert slots(db, token_id, "upload") == 0
 
 
 def test_parallel_export_jobs_never_exceed_the_job_limit(
-    svc: Bulkio, pg: psycopg.Connection[Any]
+    svc: Bulkio, db: psycopg.Connection[Any]
 ) -> None:
-    _, secret = token(pg, "hal", ["exports:write"], max_running_jobs=2)
+    _, secret = token(db, "hal", ["exports:write"], max_running_jobs=2)
     clients = [svc.client_for(secret) for _ in range(8)]
     with ThreadPoolExecutor(8) as pool:
         answers = list(
@@ -181,9 +165,9 @@ def test_parallel_export_jobs_never_exceed_the_job_limit(
 
 
 def test_uploads_in_progress_count_against_the_job_limit(
-    svc: Bulkio, pg: psycopg.Connection[Any]
+    svc: Bulkio, db: psycopg.Connection[Any]
 ) -> None:
-    token_id, secret = token(pg, "ida", ["imports:write"], max_running_jobs=1)
+    token_id, secret = token(db, "ida", ["imports:write"], max_running_jobs=1)
     client = svc.client_for(secret)
     go = threading.Event()
 
@@ -197,7 +181,9 @@ def test_uploads_in_progress_count_against_the_job_limit(
         first = pool.submit(
             client.post, "/v1/imports", params={"resource": "users"}, content=slow()
         )
-        wait_until(lambda: slots(pg, token_id, "upload") == 1, "the first upload's slot")
+        wait_until(
+            lambda: slots(db, token_id, "upload") == 1, 60, message="the first upload's slot"
+        )
         other = svc.client_for(secret).post(
             "/v1/imports",
             params={"resource": "users", "format": "csv"},
@@ -206,7 +192,7 @@ def test_uploads_in_progress_count_against_the_job_limit(
         assert_refused(other, "running_jobs")
         go.set()
         assert first.result().status_code == 400
-    assert slots(pg, token_id, "upload") == 0
+    assert slots(db, token_id, "upload") == 0
     res = client.post(
         "/v1/imports", params={"resource": "users", "format": "csv"}, content=HEADER + users_csv(1)
     )
@@ -216,8 +202,8 @@ def test_uploads_in_progress_count_against_the_job_limit(
 # ---------------------------------------------------------------- concurrent uploads
 
 
-def test_concurrent_uploads_are_capped_per_token(svc: Bulkio, pg: psycopg.Connection[Any]) -> None:
-    token_id, secret = token(pg, "jon", ["imports:write"])
+def test_concurrent_uploads_are_capped_per_token(svc: Bulkio, db: psycopg.Connection[Any]) -> None:
+    token_id, secret = token(db, "jon", ["imports:write"])
     go = threading.Event()
 
     def slow(n: int) -> Iterator[bytes]:
@@ -232,20 +218,24 @@ def test_concurrent_uploads_are_capped_per_token(svc: Bulkio, pg: psycopg.Connec
             pool.submit(c.post, "/v1/imports", params=params, content=slow(n))
             for n, c in enumerate(clients)
         ]
-        wait_until(lambda: slots(pg, token_id, "upload") == UPLOADS, "three uploads in progress")
+        wait_until(
+            lambda: slots(db, token_id, "upload") == UPLOADS,
+            60,
+            message="three uploads in progress",
+        )
         one_more = svc.client_for(secret).post(
             "/v1/imports", params=params, content=HEADER + users_csv(1, start=99)
         )
         assert_refused(one_more, "concurrent_uploads")
         assert "BULKIO_MAX_CONCURRENT_UPLOADS" in one_more.json()["detail"]
-        _, other = token(pg, "jon", ["imports:write"])  # the cap is per token
+        _, other = token(db, "jon", ["imports:write"])  # the cap is per token
         res = svc.client_for(other).post(
             "/v1/imports", params=params, content=HEADER + users_csv(1, start=98)
         )
         assert res.status_code == 202, res.text
         go.set()
         assert [f.result().status_code for f in running] == [202] * UPLOADS
-    assert slots(pg, token_id, "upload") == 0
+    assert slots(db, token_id, "upload") == 0
     res = svc.client_for(secret).post(
         "/v1/imports", params=params, content=HEADER + users_csv(1, start=97)
     )
@@ -262,9 +252,9 @@ def raw_request(port: int, head: str, *, rcvbuf: int | None = None) -> socket.so
 
 
 def test_an_upload_cut_off_by_its_client_gives_its_slot_back(
-    svc: Bulkio, pg: psycopg.Connection[Any]
+    svc: Bulkio, db: psycopg.Connection[Any]
 ) -> None:
-    token_id, secret = token(pg, "kim", ["imports:write"])
+    token_id, secret = token(db, "kim", ["imports:write"])
     sock = raw_request(
         svc.port,
         "POST /v1/imports?resource=users&format=csv HTTP/1.1\r\nHost: t\r\n"
@@ -272,74 +262,76 @@ def test_an_upload_cut_off_by_its_client_gives_its_slot_back(
     )
     try:
         sock.sendall(HEADER + users_csv(100))
-        wait_until(lambda: slots(pg, token_id, "upload") == 1, "the upload's slot")
+        wait_until(lambda: slots(db, token_id, "upload") == 1, 60, message="the upload's slot")
     finally:
         sock.close()
-    wait_until(lambda: slots(pg, token_id, "upload") == 0, "the slot given back", timeout=30)
-    (created,) = pg.execute("SELECT count(*) FROM jobs").fetchone()  # type: ignore[misc]
+    wait_until(lambda: slots(db, token_id, "upload") == 0, 30, message="the slot given back")
+    (created,) = db.execute("SELECT count(*) FROM jobs").fetchone()  # type: ignore[misc]
     assert created == 0
 
 
 # ---------------------------------------------------------------- concurrent streams
 
 
-def import_job(pg: psycopg.Connection[Any], owner: str) -> str:
+def import_job(db: psycopg.Connection[Any], owner: str) -> str:
     job_id = jobs.new_job_id()
-    jobs.create(pg, job_id=job_id, kind="import", resource="users", fmt="csv", mode="upsert",
+    jobs.create(db, job_id=job_id, kind="import", resource="users", fmt="csv", mode="upsert",
                 owner=owner)  # fmt: skip
     return job_id
 
 
 def test_concurrent_streams_are_capped_per_token(
-    svc: Bulkio, pg: psycopg.Connection[Any], limited_url: str
+    svc: Bulkio, db: psycopg.Connection[Any], database_url: str
 ) -> None:
-    pg.execute(
+    db.execute(
         "INSERT INTO users (id, email, name, role, created_at) "
         "SELECT gen_random_uuid(), 'v' || g || '@example.com', 'V', 'reader', now() "
         "FROM generate_series(1, 10) g"
     )
-    token_id, secret = token(pg, "lea", ["exports:read", "imports:read"])
-    job_id = import_job(pg, "lea")
+    token_id, secret = token(db, "lea", ["exports:read", "imports:read"])
+    job_id = import_job(db, "lea")
     client = svc.client_for(secret)
     # The first export waits for a lock inside its query, holding its slot meanwhile.
-    with psycopg.connect(limited_url) as locker, ThreadPoolExecutor(1) as pool:
+    with psycopg.connect(database_url) as locker, ThreadPoolExecutor(1) as pool:
         locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         first = pool.submit(client.get, "/v1/exports", params={"resource": "users"})
-        wait_until(lambda: stream_backends(pg, waiting_on_lock=True) == 1, "the first export")
-        assert slots(pg, token_id, "stream") == 1
+        wait_until(
+            lambda: stream_backends(db, waiting_on_lock=True) == 1, 60, message="the first export"
+        )
+        assert slots(db, token_id, "stream") == 1
         again = svc.client_for(secret)
         assert_refused(again.get("/v1/exports", params={"resource": "users"}), "concurrent_streams")
         refused = again.get(f"/v1/imports/{job_id}/errors")
         assert_refused(refused, "concurrent_streams")
         assert "BULKIO_MAX_CONCURRENT_STREAMS" in refused.json()["detail"]
-        _, other = token(pg, "lea", ["imports:read"])  # the cap is per token
+        _, other = token(db, "lea", ["imports:read"])  # the cap is per token
         assert svc.client_for(other).get(f"/v1/imports/{job_id}/errors").status_code == 200
         # Renewed while its request runs: the slot outlives its TTL.
         time.sleep(2 * SLOT_TTL)
-        assert slots(pg, token_id, "stream") == 1
+        assert slots(db, token_id, "stream") == 1
         assert_refused(again.get(f"/v1/imports/{job_id}/errors"), "concurrent_streams")
         locker.rollback()
         res = first.result()
     assert res.status_code == 200 and len(res.content.splitlines()) == 10
-    wait_until(lambda: slots(pg, token_id, "stream") == 0, "the slot given back", timeout=30)
+    wait_until(lambda: slots(db, token_id, "stream") == 0, 30, message="the slot given back")
     assert again.get(f"/v1/imports/{job_id}/errors").status_code == 200
-    assert slots(pg, token_id, "stream") == 0
+    assert slots(db, token_id, "stream") == 0
 
 
 def test_a_stream_whose_client_goes_away_gives_its_slot_back(
-    svc: Bulkio, pg: psycopg.Connection[Any]
+    svc: Bulkio, db: psycopg.Connection[Any]
 ) -> None:
-    seed_wide_users(pg)
-    token_id, secret = token(pg, "max", ["exports:read"])
+    seed_wide_users(db)
+    token_id, secret = token(db, "max", ["exports:read"])
     client = svc.client_for(secret)
     with client.stream(
         "GET", "/v1/exports", params={"resource": "users"}, headers={"Accept-Encoding": "identity"}
     ) as res:
         assert res.status_code == 200
         next(res.iter_bytes())
-        assert slots(pg, token_id, "stream") == 1
-    wait_until(lambda: slots(pg, token_id, "stream") == 0, "the slot given back", timeout=30)
-    wait_until(lambda: stream_backends(pg) == 0, "the export's connection closed", timeout=30)
+        assert slots(db, token_id, "stream") == 1
+    wait_until(lambda: slots(db, token_id, "stream") == 0, 30, message="the slot given back")
+    wait_until(lambda: stream_backends(db) == 0, 30, message="the export's connection closed")
 
 
 def metric(service: Bulkio, name: str) -> float:
@@ -350,15 +342,15 @@ def metric(service: Bulkio, name: str) -> float:
 
 @pytest.mark.parametrize("route", ["export", "error report"])
 def test_a_reader_that_stops_reading_is_cut_off_and_its_snapshot_released(
-    svc: Bulkio, pg: psycopg.Connection[Any], route: str
+    svc: Bulkio, db: psycopg.Connection[Any], route: str
 ) -> None:
-    token_id, secret = token(pg, "ned", ["exports:read", "imports:read"])
+    token_id, secret = token(db, "ned", ["exports:read", "imports:read"])
     if route == "export":
-        seed_wide_users(pg)
+        seed_wide_users(db)
         path = "/v1/exports?resource=users"
     else:
-        job_id = import_job(pg, "ned")
-        pg.execute(
+        job_id = import_job(db, "ned")
+        db.execute(
             "INSERT INTO job_errors (job_id, row_no, line_no, field, code, message, value) "
             "SELECT %s, g, g + 1, 'name', 'too_long', 'name is too long', repeat('v', 4000) "
             "FROM generate_series(1, 50000) g",
@@ -374,11 +366,13 @@ def test_a_reader_that_stops_reading_is_cut_off_and_its_snapshot_released(
     )
     try:
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-        wait_until(lambda: stream_backends(pg) == 1, "the stream's database connection")
+        wait_until(lambda: stream_backends(db) == 1, 60, message="the stream's database connection")
         # The client now reads nothing: within the stall bound (2 s) plus slack, the server
         # gives up, closes the stream's connection (and snapshot) and gives the slot back.
-        wait_until(lambda: stream_backends(pg) == 0, "the stalled stream's connection closed")
-        wait_until(lambda: slots(pg, token_id, "stream") == 0, "the slot given back")
+        wait_until(
+            lambda: stream_backends(db) == 0, 60, message="the stalled stream's connection closed"
+        )
+        wait_until(lambda: slots(db, token_id, "stream") == 0, 60, message="the slot given back")
         assert metric(svc, "bulkio_streams_stalled_total") == stalled_before + 1
         # What the client still finds in its buffers ends without the last chunk: truncated.
         sock.settimeout(30)
@@ -391,15 +385,15 @@ def test_a_reader_that_stops_reading_is_cut_off_and_its_snapshot_released(
 
 
 def test_slots_of_a_crashed_api_process_expire(
-    svc: Bulkio, pg: psycopg.Connection[Any], limited_url: str
+    svc: Bulkio, db: psycopg.Connection[Any], database_url: str
 ) -> None:
-    token_id, secret = token(pg, "oli", ["exports:read"])
-    with psycopg.connect(limited_url) as locker, ThreadPoolExecutor(1) as pool:
+    token_id, secret = token(db, "oli", ["exports:read"])
+    with psycopg.connect(database_url) as locker, ThreadPoolExecutor(1) as pool:
         locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         doomed = pool.submit(
             svc.client_for(secret).get, "/v1/exports", params={"resource": "users"}
         )
-        wait_until(lambda: stream_backends(pg, waiting_on_lock=True) == 1, "the export")
+        wait_until(lambda: stream_backends(db, waiting_on_lock=True) == 1, 60, message="the export")
         assert svc.api is not None
         svc.api.signal(signal.SIGKILL)
         svc.api.wait(30)
@@ -407,11 +401,11 @@ def test_slots_of_a_crashed_api_process_expire(
             doomed.result()
         locker.rollback()
     svc.api.stop()
-    (rows,) = pg.execute(
+    (rows,) = db.execute(
         "SELECT count(*) FROM api_slots WHERE token_id = %s", (token_id,)
     ).fetchone()  # type: ignore[misc]
     assert rows == 1  # nobody released it...
     svc.start_api()
-    wait_until(lambda: slots(pg, token_id, "stream") == 0, "the slot expired", timeout=30)
+    wait_until(lambda: slots(db, token_id, "stream") == 0, 30, message="the slot expired")
     res = svc.client_for(secret).get("/v1/exports", params={"resource": "users"})
     assert res.status_code == 200, res.text

@@ -4,27 +4,29 @@ every valid row is stored exactly once, every error reported exactly once."""
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from datafiles import make
-from harness import Bulkio, Proc
+
+from tests.support.datafiles import make
+from tests.support.processes import Proc
+from tests.support.service import Bulkio
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def _wait_for_progress(service: Bulkio, job_id: str, minimum: int, timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def progress() -> int | None:
         processed = int(service.client.get(f"/v1/jobs/{job_id}").json()["processed"])
-        if processed >= minimum:
-            return processed
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} made no progress\n{service.logs()}")
+        return processed if processed >= minimum else None
+
+    return wait_until(
+        progress, timeout, 0.05, lambda: f"job {job_id} to process {minimum}\n{service.logs()}"
+    )
 
 
 def _kill_mid_import_and_resume(

@@ -11,12 +11,11 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psycopg
 import pytest
-from conftest import TEST_ENV
-from harness import Bulkio
 
 from engine.db import migrate
 from engine.settings import Settings
 from engine.storage import SIGNING_SECRET_NAME, signing_secret
+from tests.support.service import TEST_ENV, Bulkio
 
 pytestmark = pytest.mark.integration
 

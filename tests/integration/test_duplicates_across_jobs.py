@@ -11,7 +11,6 @@ PostgreSQL, batches applied in a chosen interleaving.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -21,16 +20,19 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
-from faults import FaultyConnection, faulty
 from obstore.store import LocalStore
 
-from engine.db import connect_bulk, migrate
+from engine.db import connect_bulk
 from engine.formats.reader import read_batches
 from engine.imports.load import BatchInput, BatchLoader
 from engine.imports.validate import validate
 from engine.resources import catalog
 from engine.retention import cleanup
 from engine.storage import Storage
+from tests.support.database import empty, migrated_database
+from tests.support.faults import FaultyConnection, faulty
+from tests.support.servers import PostgresServer
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,22 +40,21 @@ USERS = catalog()["users"]
 
 
 @pytest.fixture(scope="module")
-def url(pg_server: Any) -> str:
-    database = pg_server.create_database("bulkio_dups")
-    migrate(database)
-    return str(database)
+def database_url(pg_server: PostgresServer) -> Iterator[str]:
+    """This module's own database (overrides the session's)."""
+    yield from migrated_database(pg_server, "bulkio_dups")
 
 
 @pytest.fixture
-def pg(url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE comments, articles, users, job_errors, job_keys, jobs CASCADE")
-        yield conn
+def pg(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """The test connection (``db``) on empty tables."""
+    empty(db)
+    yield db
 
 
 @pytest.fixture
-def bulk(url: str) -> Iterator[Any]:
-    conn = connect_bulk(url)
+def bulk(database_url: str) -> Iterator[Any]:
+    conn = connect_bulk(database_url)
     yield conn
     conn.close()
 
@@ -205,7 +206,7 @@ def test_keys_are_recorded_only_for_jobs_that_may_still_write(
 
 
 def test_a_row_rewritten_between_classification_and_upsert_is_classified_again(
-    pg: psycopg.Connection[Any], bulk: Any, url: str
+    pg: psycopg.Connection[Any], bulk: Any, database_url: str
 ) -> None:
     """Job C writes X after B's classification read it as A's: B's upsert leaves X alone,
     classifies again, and records X as taken over from C."""
@@ -219,7 +220,7 @@ def test_a_row_rewritten_between_classification_and_upsert_is_classified_again(
             raced.append("C")  # B's upsert is next, after its classification
             assert c.next() == (0, 1, 0)
 
-    conn = faulty(connect_bulk(url), USERS.table, fault)
+    conn = faulty(connect_bulk(database_url), USERS.table, fault)
     try:
         b = Job(pg, conn, [[user("x", "x@example.com", "B"), user("v", "v@example.com", "B")]])
         assert b.next() == (1, 1, 0)
@@ -250,7 +251,7 @@ def test_cleanup_deletes_the_job_keys_of_finished_jobs_at_once(
 
 
 def test_a_job_too_new_for_the_fast_upserts_snapshot_keeps_its_keys(
-    pg: psycopg.Connection[Any], bulk: Any, url: str
+    pg: psycopg.Connection[Any], bulk: Any, database_url: str
 ) -> None:
     """Job N writes X in a transaction B's fast upsert waits for, and N's job row appears only
     after that statement's snapshot: B must not overwrite X without recording it for N."""
@@ -270,19 +271,24 @@ def test_a_job_too_new_for_the_fast_upserts_snapshot_keeps_its_keys(
     assert b.next() == (0, 1, 0) and b.next() == (0, 1, 0)
     new_job = str(uuid.uuid4())
     outcome: list[tuple[int, int, int]] = []
-    with psycopg.connect(url) as writer:  # job N's batch, not yet committed
+    with psycopg.connect(database_url) as writer:  # job N's batch, not yet committed
         writer.execute(
             "UPDATE users SET name = 'N', last_import_job = %s WHERE id = %s", (new_job, uid("x"))
         )
         worker = threading.Thread(target=lambda: outcome.append(b.next()))
         worker.start()
-        deadline = time.monotonic() + 30
-        while pg.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE '%%ON CONFLICT (id) DO UPDATE%%'"
-        ).fetchone() != (1,):
-            assert time.monotonic() < deadline, "the fast upsert did not wait for job N's row"
-            time.sleep(0.02)
+        wait_until(
+            lambda: (
+                pg.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%%ON CONFLICT (id) DO UPDATE%%'"
+                ).fetchone()
+                == (1,)
+            ),
+            30,
+            0.02,
+            "the fast upsert to wait for job N's row",
+        )
         pg.execute(
             "INSERT INTO jobs (id, kind, resource, format, mode, status, lease_owner, "
             "lease_expires) VALUES (%s, 'import', 'users', 'ndjson', 'upsert', 'running', 'n', "

@@ -18,7 +18,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from harness import Bulkio
+
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 

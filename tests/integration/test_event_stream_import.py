@@ -20,9 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
-from datafiles import make
-from harness import Bulkio
-from sse import Message, events, open_stream
+
+from tests.support.datafiles import make
+from tests.support.service import Bulkio
+from tests.support.sse import Message, events, open_stream
 
 pytestmark = pytest.mark.integration
 

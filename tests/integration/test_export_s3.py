@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from harness import Bulkio
 
 from engine.db import migrate
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 

@@ -19,12 +19,12 @@ import httpx
 import polars as pl
 import psycopg
 import pytest
-from harness import Bulkio, make_token
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from engine.resources import catalog
 from engine.storage import sign_path
+from tests.support.service import Bulkio, make_token
 
 pytestmark = pytest.mark.integration
 

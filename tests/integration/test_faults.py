@@ -27,12 +27,13 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
-from datafiles import gen, make
-from harness import Bulkio, Proc
 from psycopg.rows import dict_row
 
 from engine.queue import Doorbell
 from engine.settings import load_settings
+from tests.support.datafiles import gen, make
+from tests.support.processes import Proc
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from datafiles import make
-from harness import Bulkio
+
+from tests.support.datafiles import make
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 
@@ -166,7 +167,7 @@ def test_unreadable_files_fail_the_job_with_a_precise_message(service: Bulkio) -
     ("form", "status", "detail"),
     [
         ({"resource": "widgets"}, 400, "resource must be one of"),
-        ({"resource": "users", "mode": "merge"}, 400, "mode must be one of"),
+        ({"resource": "users", "mode": "replace"}, 400, "mode must be one of"),
         ({"resource": "users", "format": "xml"}, 400, "format must be one of"),
     ],
 )

@@ -12,7 +12,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from harness import Bulkio
 
 from api.views import job_view
 from engine import jobs
@@ -20,6 +19,7 @@ from engine.db import migrate
 from engine.errors import MissingColumns
 from engine.settings import load_settings
 from engine.worker import Runtime, client_message
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 

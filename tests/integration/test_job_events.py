@@ -16,14 +16,14 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import psycopg
 import pytest
-from datafiles import make
-from harness import Bulkio, make_token
 from psycopg.types.json import Jsonb
-from sse import events, messages, open_stream
 
 from engine.retention import cleanup
 from engine.settings import load_settings
 from engine.storage import open_storage, sign_path
+from tests.support.datafiles import make
+from tests.support.service import Bulkio, make_token
+from tests.support.sse import events, messages, open_stream
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from harness import Bulkio, make_token
+
+from tests.support.service import Bulkio, make_token
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from harness import Bulkio
+
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 

@@ -21,22 +21,24 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import psycopg
 import pytest
-from faults import FaultyConnection, faulty_connect
 
-from engine.db import connect_bulk, migrate
+from engine.db import connect_bulk
 from engine.formats.reader import read_batches
 from engine.imports.load import BatchInput, BatchLoader
 from engine.imports.validate import validate
 from engine.resources import catalog
+from tests.support.database import empty, migrated_database
+from tests.support.faults import FaultyConnection, faulty_connect
+from tests.support.servers import PostgresServer
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,22 +51,21 @@ IDLE_MS = 300
 
 
 @pytest.fixture(scope="module")
-def url(pg_server: Any) -> str:
-    database = pg_server.create_database("bulkio_orphans")
-    migrate(database)
-    return str(database)
+def database_url(pg_server: PostgresServer) -> Iterator[str]:
+    """This module's own database (overrides the session's)."""
+    yield from migrated_database(pg_server, "bulkio_orphans")
 
 
 @pytest.fixture
-def pg(url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE comments, articles, users, job_errors, jobs CASCADE")
-        yield conn
+def pg(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """The test connection (``db``) on empty tables."""
+    empty(db)
+    yield db
 
 
 @pytest.fixture
-def bulk(url: str) -> Iterator[Any]:
-    conn = connect_bulk(url)
+def bulk(database_url: str) -> Iterator[Any]:
+    conn = connect_bulk(database_url)
     yield conn
     conn.close()
 
@@ -164,9 +165,9 @@ def start_job(pg: psycopg.Connection[Any]) -> str:
     return job
 
 
-def delete(url: str, table: str, row_id: str, lock_timeout: str) -> bool:
+def delete(database_url: str, table: str, row_id: str, lock_timeout: str) -> bool:
     """Delete one parent in a session of its own; False if its FK check or a lock stopped it."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f"SET lock_timeout = '{lock_timeout}'")
         try:
             return conn.execute(f"DELETE FROM {table} WHERE id = %s", (row_id,)).rowcount == 1
@@ -176,16 +177,8 @@ def delete(url: str, table: str, row_id: str, lock_timeout: str) -> bool:
             return False
 
 
-def wait_for(what: str, check: Callable[[], bool], seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def run_round(
-    pg: psycopg.Connection[Any], bulk: Any, url: str, n: int, point: str
+    pg: psycopg.Connection[Any], bulk: Any, database_url: str, n: int, point: str
 ) -> tuple[Round, str]:
     """Load one round's 3 batches with the fault at ``point`` in the middle batch."""
     parents = Round.seed(pg, n)
@@ -196,7 +189,7 @@ def run_round(
 
     def kill_and_delete(conn: FaultyConnection) -> None:
         pg.execute("SELECT pg_terminate_backend(%s)", (conn.pid,))
-        parents.victim_deleted = delete(url, "articles", parents.victim, "10s")
+        parents.victim_deleted = delete(database_url, "articles", parents.victim, "10s")
 
     def fault(event: str, conn: FaultyConnection) -> None:
         wanted = {"before-copy": "copy", "during-copy": "copy", "before-commit": "commit"}
@@ -208,7 +201,7 @@ def run_round(
             kill_and_delete(conn)
             return
         # Make the COPY wait on a uniqueness check, end its connection while it waits.
-        blocker = psycopg.connect(url)
+        blocker = psycopg.connect(database_url)
         blocker.execute(
             "INSERT INTO comments (id, article_id, user_id, body, created_at) "
             "VALUES (%s, %s, %s, 'blocker', now())",
@@ -217,8 +210,7 @@ def run_round(
 
         def end_it() -> None:
             try:
-                wait_for(
-                    "the COPY to wait",
+                wait_until(
                     lambda: (
                         pg.execute(
                             "SELECT count(*) FROM pg_stat_activity "
@@ -227,10 +219,13 @@ def run_round(
                         ).fetchone()
                         == (1,)
                     ),
+                    20,
+                    0.01,
+                    "the COPY to wait",
                 )
-                with psycopg.connect(url, autocommit=True) as other:
+                with psycopg.connect(database_url, autocommit=True) as other:
                     other.execute("SELECT pg_terminate_backend(%s)", (conn.pid,))
-                parents.victim_deleted = delete(url, "articles", parents.victim, "10s")
+                parents.victim_deleted = delete(database_url, "articles", parents.victim, "10s")
             finally:
                 blocker.rollback()
                 blocker.close()
@@ -238,14 +233,14 @@ def run_round(
         threading.Thread(target=end_it, daemon=True).start()
 
     idle_ms = IDLE_MS if point == "idle-timeout" else None
-    connect = faulty_connect(url, COMMENTS.table, fault, idle_ms)
+    connect = faulty_connect(database_url, COMMENTS.table, fault, idle_ms)
     stop = threading.Event()
 
     def deleter() -> None:
         rng = random.Random(n)
         while not stop.is_set():
             table, row_id = rng.choice(parents.deletable())
-            delete(url, table, row_id, "20ms")
+            delete(database_url, table, row_id, "20ms")
             stop.wait(0.005)
 
     loader = BatchLoader(bulk, COMMENTS, job, "upsert", "w", 3600, connect=connect)
@@ -263,16 +258,18 @@ def run_round(
             parents.fired.append(point)
             conn = hold.conn
             if point == "idle-timeout":  # a slow writer: the server ends the idle transaction
-                wait_for(
-                    "the idle-in-transaction timeout",
+                wait_until(
                     lambda: (
                         pg.execute(
                             "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (conn.pid,)
                         ).fetchone()
                         == (0,)
                     ),
+                    20,
+                    0.01,
+                    "the idle-in-transaction timeout",
                 )
-                parents.victim_deleted = delete(url, "articles", parents.victim, "10s")
+                parents.victim_deleted = delete(database_url, "articles", parents.victim, "10s")
             else:
                 kill_and_delete(conn)
         armed.set()
@@ -329,10 +326,10 @@ WHERE a.id IS NULL OR u.id IS NULL
 
 @pytest.mark.parametrize("point", POINTS)
 def test_a_lost_locker_connection_never_lets_an_orphan_commit(
-    pg: psycopg.Connection[Any], bulk: Any, url: str, point: str
+    pg: psycopg.Connection[Any], bulk: Any, database_url: str, point: str
 ) -> None:
     for n in range(ROUNDS_PER_POINT):
-        parents, job = run_round(pg, bulk, url, n, point)
+        parents, job = run_round(pg, bulk, database_url, n, point)
         assert parents.fired == [point], "the fault did not happen where it was meant to"
         assert parents.victim_deleted, "the victim's DELETE did not pass: its locks were held"
         assert pg.execute(ORPHANS).fetchone() == (0,), f"orphans after round {n} ({point})"

@@ -19,12 +19,15 @@ import msgspec
 import psycopg
 import pytest
 
-from engine.db import connect_bulk, migrate
+from engine.db import connect_bulk
 from engine.formats.reader import read_batches
 from engine.imports.load import BatchInput, BatchLoader
 from engine.imports.references import ReferenceLocker, probe
 from engine.imports.validate import validate
 from engine.resources import catalog
+from tests.support.database import empty, migrated_database
+from tests.support.servers import PostgresServer
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,22 +36,21 @@ COMMENTS = RESOURCES["comments"]
 
 
 @pytest.fixture(scope="module")
-def refs_url(pg_server: Any) -> str:
-    url = pg_server.create_database("bulkio_refs")
-    migrate(url)
-    return str(url)
+def database_url(pg_server: PostgresServer) -> Iterator[str]:
+    """This module's own database (overrides the session's)."""
+    yield from migrated_database(pg_server, "bulkio_refs")
 
 
 @pytest.fixture
-def pg(refs_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(refs_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE comments, articles, users, job_errors, jobs CASCADE")
-        yield conn
+def pg(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """The test connection (``db``) on empty tables."""
+    empty(db)
+    yield db
 
 
 @pytest.fixture
-def bulk(refs_url: str) -> Iterator[Any]:
-    conn = connect_bulk(refs_url)
+def bulk(database_url: str) -> Iterator[Any]:
+    conn = connect_bulk(database_url)
     yield conn
     conn.close()
 
@@ -110,18 +112,18 @@ def batch_of(records: list[dict[str, str]], index: int = 0) -> BatchInput:
     return BatchInput(index, batch.rows, checked.valid, batch.errors, after, batch.bytes_end)
 
 
-def loader_for(bulk: Any, refs_url: str, job: str, checks: str = "auto") -> BatchLoader:
+def loader_for(bulk: Any, database_url: str, job: str, checks: str = "auto") -> BatchLoader:
     return BatchLoader(
         bulk, COMMENTS, job, "upsert", "w", 3600,
-        reference_checks=checks, connect=lambda: connect_bulk(refs_url),
+        reference_checks=checks, connect=lambda: connect_bulk(database_url),
     )  # fmt: skip
 
 
 @pytest.fixture
-def loader(pg: psycopg.Connection[Any], bulk: Any, refs_url: str) -> Iterator[BatchLoader]:
+def loader(pg: psycopg.Connection[Any], bulk: Any, database_url: str) -> Iterator[BatchLoader]:
     """A set-based comments loader of a running job, over 5 users and 5 articles."""
     seed_parents(pg)
-    batches = loader_for(bulk, refs_url, start_job(pg))
+    batches = loader_for(bulk, database_url, start_job(pg))
     yield batches
     batches.close()
 
@@ -135,8 +137,8 @@ def test_set_based_checks_are_allowed_for_the_shipped_schema(bulk: Any) -> None:
     assert probe(bulk, RESOURCES["users"]) == "the table has no references"
 
 
-def test_a_role_needs_the_grant_to_skip_triggers(pg_server: Any, refs_url: str) -> None:
-    dbname = refs_url.rsplit("/", 1)[1]
+def test_a_role_needs_the_grant_to_skip_triggers(pg_server: Any, database_url: str) -> None:
+    dbname = database_url.rsplit("/", 1)[1]
     role = f"plain_{uuid.uuid4().hex[:8]}"
     pg_server.execute(f"CREATE ROLE {role} LOGIN")
     try:
@@ -184,17 +186,17 @@ def test_a_foreign_key_bulkio_does_not_know_keeps_the_fk_triggers(
 
 
 def test_the_setting_and_a_missing_connection_keep_the_fk_triggers(
-    pg: psycopg.Connection[Any], bulk: Any, refs_url: str
+    pg: psycopg.Connection[Any], bulk: Any, database_url: str
 ) -> None:
     job = start_job(pg)
-    assert loader_for(bulk, refs_url, job, checks="triggers")._locker is None
+    assert loader_for(bulk, database_url, job, checks="triggers")._locker is None
     no_connect = BatchLoader(bulk, COMMENTS, job, "upsert", "w", 3600)
     assert no_connect._locker is None
-    auto = loader_for(bulk, refs_url, job)
+    auto = loader_for(bulk, database_url, job)
     assert auto._locker is not None
     auto.close()
     with pytest.raises(ValueError, match="reference_checks"):
-        loader_for(bulk, refs_url, job, checks="sometimes")
+        loader_for(bulk, database_url, job, checks="sometimes")
 
 
 # ------------------------------------------------------------------------- same results
@@ -210,11 +212,11 @@ def table_state(pg: psycopg.Connection[Any]) -> tuple[list[Any], list[Any]]:
 
 @pytest.mark.parametrize("checks", ["auto", "triggers"])
 def test_set_based_checks_give_the_fk_triggers_results(
-    pg: psycopg.Connection[Any], bulk: Any, refs_url: str, checks: str
+    pg: psycopg.Connection[Any], bulk: Any, database_url: str, checks: str
 ) -> None:
     seed_parents(pg)
     job = start_job(pg)
-    loader = loader_for(bulk, refs_url, job, checks)
+    loader = loader_for(bulk, database_url, job, checks)
     ghost = uid("a", 99)  # no such article
     batches = [
         [comment(n, uid("a", n % 5), uid("u", n % 3)) for n in range(0, 40)],
@@ -237,7 +239,7 @@ def test_set_based_checks_give_the_fk_triggers_results(
         set_based = (rows, errors)
         pg.execute("TRUNCATE comments, job_errors")
         pg.execute("UPDATE jobs SET next_batch = 0")
-        other = loader_for(bulk, refs_url, job, "triggers")
+        other = loader_for(bulk, database_url, job, "triggers")
         try:
             for index, records in enumerate(batches):
                 other.apply(batch_of(records, index))
@@ -250,7 +252,7 @@ def test_set_based_checks_give_the_fk_triggers_results(
 
 
 def test_a_concurrent_delete_of_a_parent_waits_for_the_batch_then_fails(
-    pg: psycopg.Connection[Any], loader: BatchLoader, refs_url: str
+    pg: psycopg.Connection[Any], loader: BatchLoader, database_url: str
 ) -> None:
     batch = batch_of([comment(n, uid("a", 1), uid("u", 3)) for n in range(10)])
     prepared = loader.prepare(batch.valid)  # the reading thread's step: parents locked
@@ -258,7 +260,7 @@ def test_a_concurrent_delete_of_a_parent_waits_for_the_batch_then_fails(
     outcome: dict[str, BaseException | None] = {}
 
     def delete_parent() -> None:
-        with psycopg.connect(refs_url, autocommit=True) as other:
+        with psycopg.connect(database_url, autocommit=True) as other:
             try:
                 other.execute("DELETE FROM users WHERE id = %s", (uid("u", 3),))
                 outcome["error"] = None
@@ -268,17 +270,18 @@ def test_a_concurrent_delete_of_a_parent_waits_for_the_batch_then_fails(
     deleter = threading.Thread(target=delete_parent)
     deleter.start()
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the DELETE is waiting for our lock
-            waiting = pg.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE 'DELETE FROM users%%'"
-            ).fetchone()
-            if waiting and waiting[0] == 1:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the DELETE did not wait for the batch's lock on its parent")
+        wait_until(
+            lambda: (
+                pg.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE 'DELETE FROM users%%'"
+                ).fetchone()
+                == (1,)
+            ),
+            10,
+            0.05,
+            "the DELETE to wait for the batch's lock on its parent",
+        )
         assert deleter.is_alive()
         result = loader.apply(batch, prepared)  # commits, then releases the locks
     finally:
@@ -294,7 +297,7 @@ def test_a_concurrent_delete_of_a_parent_waits_for_the_batch_then_fails(
 
 
 def test_the_parents_locks_block_neither_updates_nor_inserts_of_other_writers(
-    pg: psycopg.Connection[Any], loader: BatchLoader, refs_url: str
+    pg: psycopg.Connection[Any], loader: BatchLoader, database_url: str
 ) -> None:
     """Other imports keep working during a load: a users import updating the locked parents'
     other columns, or adding users, does not wait for the comments batch."""
@@ -302,7 +305,7 @@ def test_the_parents_locks_block_neither_updates_nor_inserts_of_other_writers(
     prepared = loader.prepare(batch.valid)
     hold = prepared.hold.result() if prepared.hold else None
     assert hold is not None and hold.ok
-    with psycopg.connect(refs_url, autocommit=True) as other:
+    with psycopg.connect(database_url, autocommit=True) as other:
         other.execute("SET lock_timeout = '2s'")
         other.execute("UPDATE users SET name = 'renamed', role = 'editor' WHERE id = %s",
                       (uid("u", 3),))  # fmt: skip
@@ -319,7 +322,7 @@ def test_the_parents_locks_block_neither_updates_nor_inserts_of_other_writers(
 
 
 def test_a_parent_deleted_before_the_lock_sends_the_batch_to_classification(
-    pg: psycopg.Connection[Any], loader: BatchLoader, refs_url: str
+    pg: psycopg.Connection[Any], loader: BatchLoader, database_url: str
 ) -> None:
     batch = batch_of([comment(n, uid("a", 2), uid("u", n % 4 + 1)) for n in range(8)])
     pg.execute("DELETE FROM users WHERE id = %s", (uid("u", 4),))
@@ -334,12 +337,12 @@ def test_a_parent_deleted_before_the_lock_sends_the_batch_to_classification(
 
 
 def test_closing_the_locker_wakes_a_lock_waiting_for_a_connection(
-    loader: BatchLoader, refs_url: str
+    loader: BatchLoader, database_url: str
 ) -> None:
     direct = loader.prepare(batch_of([comment(1, uid("a", 1), uid("u", 1))]).valid).direct
     assert direct is not None
     loader.close()  # its own locker's hold goes; this test's locker has one connection
-    locker = ReferenceLocker(lambda: connect_bulk(refs_url), COMMENTS, size=1)
+    locker = ReferenceLocker(lambda: connect_bulk(database_url), COMMENTS, size=1)
     first = locker.submit(direct)
     assert first.result(timeout=10) is not None  # holds the only connection
     second = locker.submit(direct)  # waits for it
@@ -351,8 +354,8 @@ def test_closing_the_locker_wakes_a_lock_waiting_for_a_connection(
     assert second.result(timeout=1) is None
 
 
-def test_locker_connections_are_named_and_bounded_by_the_idle_timeout(refs_url: str) -> None:
-    conn = connect_bulk(refs_url, name="bulkio-locker", idle_ms=1234)
+def test_locker_connections_are_named_and_bounded_by_the_idle_timeout(database_url: str) -> None:
+    conn = connect_bulk(database_url, name="bulkio-locker", idle_ms=1234)
     try:
         cur = conn.cursor()
         cur.execute(

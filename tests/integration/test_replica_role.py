@@ -18,14 +18,16 @@ import adbc_driver_manager
 import msgspec
 import psycopg
 import pytest
-from faults import FaultyConnection, faulty_connect
 
-from engine.db import connect_bulk, migrate
+from engine.db import connect_bulk
 from engine.formats.reader import read_batches
 from engine.imports.load import BatchInput, BatchLoader
 from engine.imports.references import probe
 from engine.imports.validate import validate
 from engine.resources import catalog
+from tests.support.database import empty, migrated_database
+from tests.support.faults import FaultyConnection, faulty_connect
+from tests.support.servers import PostgresServer
 
 pytestmark = pytest.mark.integration
 
@@ -34,37 +36,37 @@ ROWS = 10
 
 
 @pytest.fixture(scope="module")
-def url(pg_server: Any) -> str:
-    database = pg_server.create_database("bulkio_replica")
-    migrate(database)
-    return str(database)
+def database_url(pg_server: PostgresServer) -> Iterator[str]:
+    """This module's own database (overrides the session's)."""
+    yield from migrated_database(pg_server, "bulkio_replica")
 
 
 @pytest.fixture
-def pg(url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE comments, articles, users, job_errors, jobs CASCADE")
-        conn.execute(
-            "INSERT INTO users (id, email, name, role, created_at) "
-            "VALUES (%s, 'u@example.com', 'U', 'reader', now())",
-            (uid("u"),),
-        )
-        conn.execute(
-            "INSERT INTO articles (id, slug, title, body, author_id, status, created_at) "
-            "VALUES (%s, 'a', 'T', 'B', %s, 'draft', now())",
-            (uid("a"), uid("u")),
-        )
-        yield conn
-        conn.execute("DROP TABLE IF EXISTS comment_audit")
-        conn.execute("DROP TRIGGER IF EXISTS audit ON comments")
-        conn.execute("DROP FUNCTION IF EXISTS audit_comment()")
-        for name in ("comments_body_key", "comments_body_excl"):
-            conn.execute(f"ALTER TABLE comments DROP CONSTRAINT IF EXISTS {name}")
+def pg(db: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """The test connection (``db``) on empty tables but one user and one article; what a test
+    adds to the schema is removed after it."""
+    empty(db)
+    db.execute(
+        "INSERT INTO users (id, email, name, role, created_at) "
+        "VALUES (%s, 'u@example.com', 'U', 'reader', now())",
+        (uid("u"),),
+    )
+    db.execute(
+        "INSERT INTO articles (id, slug, title, body, author_id, status, created_at) "
+        "VALUES (%s, 'a', 'T', 'B', %s, 'draft', now())",
+        (uid("a"), uid("u")),
+    )
+    yield db
+    db.execute("DROP TABLE IF EXISTS comment_audit")
+    db.execute("DROP TRIGGER IF EXISTS audit ON comments")
+    db.execute("DROP FUNCTION IF EXISTS audit_comment()")
+    for name in ("comments_body_key", "comments_body_excl"):
+        db.execute(f"ALTER TABLE comments DROP CONSTRAINT IF EXISTS {name}")
 
 
 @pytest.fixture
-def bulk(url: str) -> Iterator[Any]:
-    conn = connect_bulk(url)
+def bulk(database_url: str) -> Iterator[Any]:
+    conn = connect_bulk(database_url)
     yield conn
     conn.close()
 
@@ -154,12 +156,18 @@ def test_a_deferrable_unique_or_exclusion_constraint_is_refused(
 
 
 def test_with_a_deferrable_unique_constraint_duplicates_are_still_rejected(
-    pg: psycopg.Connection[Any], bulk: Any, url: str
+    pg: psycopg.Connection[Any], bulk: Any, database_url: str
 ) -> None:
     pg.execute(f"ALTER TABLE comments {DEFERRABLE['unique']}")
     first, second = batches([bodies("same"), bodies("same")])
     loader = BatchLoader(
-        bulk, COMMENTS, start_job(pg), "upsert", "w", 3600, connect=lambda: connect_bulk(url)
+        bulk,
+        COMMENTS,
+        start_job(pg),
+        "upsert",
+        "w",
+        3600,
+        connect=lambda: connect_bulk(database_url),
     )
     try:
         assert loader.apply(first).inserted == ROWS
@@ -176,11 +184,17 @@ def test_with_a_deferrable_unique_constraint_duplicates_are_still_rejected(
 
 
 def test_a_trigger_added_mid_job_fires_for_the_later_batches(
-    pg: psycopg.Connection[Any], bulk: Any, url: str
+    pg: psycopg.Connection[Any], bulk: Any, database_url: str
 ) -> None:
     first, second, third = batches([bodies("one"), bodies("two"), bodies("three")])
     loader = BatchLoader(
-        bulk, COMMENTS, start_job(pg), "upsert", "w", 3600, connect=lambda: connect_bulk(url)
+        bulk,
+        COMMENTS,
+        start_job(pg),
+        "upsert",
+        "w",
+        3600,
+        connect=lambda: connect_bulk(database_url),
     )
     try:
         assert loader._locker is not None
@@ -201,11 +215,17 @@ def test_a_trigger_added_mid_job_fires_for_the_later_batches(
 
 
 def test_a_deferrable_constraint_added_mid_job_still_rejects_duplicates(
-    pg: psycopg.Connection[Any], bulk: Any, url: str
+    pg: psycopg.Connection[Any], bulk: Any, database_url: str
 ) -> None:
     first, second = batches([bodies("same"), bodies("same")])
     loader = BatchLoader(
-        bulk, COMMENTS, start_job(pg), "upsert", "w", 3600, connect=lambda: connect_bulk(url)
+        bulk,
+        COMMENTS,
+        start_job(pg),
+        "upsert",
+        "w",
+        3600,
+        connect=lambda: connect_bulk(database_url),
     )
     try:
         loader.apply(first)
@@ -223,7 +243,7 @@ def test_a_deferrable_constraint_added_mid_job_still_rejects_duplicates(
 
 
 def test_nothing_can_be_added_between_the_check_and_the_commit(
-    pg: psycopg.Connection[Any], bulk: Any, url: str
+    pg: psycopg.Connection[Any], bulk: Any, database_url: str
 ) -> None:
     """At the direct COPY's COMMIT (after the re-check), CREATE TRIGGER on the table waits."""
     seen: list[str] = []
@@ -231,7 +251,7 @@ def test_nothing_can_be_added_between_the_check_and_the_commit(
     def fault(event: str, conn: FaultyConnection) -> None:
         if event != "commit":
             return
-        with psycopg.connect(url, autocommit=True) as other:
+        with psycopg.connect(database_url, autocommit=True) as other:
             other.execute("SET lock_timeout = '200ms'")
             try:
                 add_audit_trigger(other)
@@ -247,7 +267,7 @@ def test_nothing_can_be_added_between_the_check_and_the_commit(
         "upsert",
         "w",
         3600,
-        connect=faulty_connect(url, COMMENTS.table, fault),
+        connect=faulty_connect(database_url, COMMENTS.table, fault),
     )
     try:
         assert loader.apply(batch).inserted == ROWS
@@ -267,11 +287,17 @@ CHANGES = {
 
 @pytest.mark.parametrize("change", CHANGES)
 def test_any_change_mid_job_sends_the_rest_of_the_job_to_the_triggers(
-    pg: psycopg.Connection[Any], bulk: Any, url: str, change: str
+    pg: psycopg.Connection[Any], bulk: Any, database_url: str, change: str
 ) -> None:
     first, second, third = batches([bodies("one"), bodies("two"), bodies("three")])
     loader = BatchLoader(
-        bulk, COMMENTS, start_job(pg), "upsert", "w", 3600, connect=lambda: connect_bulk(url)
+        bulk,
+        COMMENTS,
+        start_job(pg),
+        "upsert",
+        "w",
+        3600,
+        connect=lambda: connect_bulk(database_url),
     )
     try:
         loader.apply(first)

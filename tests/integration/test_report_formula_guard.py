@@ -7,7 +7,8 @@ import csv
 import io
 
 import pytest
-from harness import Bulkio
+
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from conftest import TEST_ENV
-from harness import Bulkio, make_token
-from servers import RedisServer
+
+from tests.support.servers import RedisServer
+from tests.support.service import TEST_ENV, Bulkio, make_token
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -158,9 +159,11 @@ def test_rate_limiter_fails_open_logged_and_counted_while_redis_is_down(
         assert "rate limiter unavailable" in service.logs()
     finally:
         redis.start()
+
+    def limited() -> httpx.Response | None:
+        res = client.get(NO_JOB)
+        return res if res.status_code == 429 else None
+
     # Back: counting resumes (after the limiter's pause) and the limit holds again.
-    deadline = time.monotonic() + 60
-    while (res := client.get(NO_JOB)).status_code != 429:
-        assert time.monotonic() < deadline, res.headers
-        time.sleep(0.5)
+    res = wait_until(limited, 60, 0.5, "the limit to hold again")
     assert res.headers["ratelimit-remaining"] == "0" and "retry-after" in res.headers

@@ -16,13 +16,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from datafiles import make
-from harness import ROOT, Bulkio
 
 from engine import jobs
 from engine.retention import CleanupReport, cleanup
 from engine.settings import load_settings
 from engine.storage import Storage, open_storage
+from tests.support.datafiles import make
+from tests.support.service import ROOT, Bulkio
 
 pytestmark = pytest.mark.integration
 

@@ -24,11 +24,12 @@ from typing import Any
 
 import pytest
 import schemathesis
-from harness import Bulkio, make_token
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 from schemathesis.core.result import Ok
 from schemathesis.generation.modes import GenerationMode
+
+from tests.support.service import Bulkio, make_token
 
 pytestmark = pytest.mark.integration
 

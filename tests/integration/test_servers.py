@@ -7,7 +7,8 @@ import httpx
 import psycopg
 import pytest
 import redis
-from servers import PostgresServer, RedisServer, S3Server
+
+from tests.support.servers import PostgresServer, RedisServer, S3Server
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,10 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
-from harness import Bulkio, Proc
 from psycopg.rows import dict_row
+
+from tests.support.processes import Proc
+from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
 

@@ -24,12 +24,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import TEST_ENV
-from datafiles import make
-from harness import Bulkio, make_token
 
 from engine import jobs
 from engine.db import migrate
+from tests.support.datafiles import make
+from tests.support.service import TEST_ENV, Bulkio, make_token
 
 pytestmark = pytest.mark.integration
 

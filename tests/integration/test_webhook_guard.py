@@ -7,7 +7,6 @@ validation and scopes."""
 from __future__ import annotations
 
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +14,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from datafiles import make
-from harness import Bulkio, make_token
+
+from tests.support.datafiles import make
+from tests.support.service import Bulkio, make_token
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -115,14 +116,11 @@ def test_a_private_address_is_refused_again_at_delivery_and_never_connected_to(
     assert res.status_code == 202, res.text
     assert service.wait(res.json()["job_id"])["status"] == "completed"
 
-    deadline = time.monotonic() + 60
-    while True:
+    def attempted() -> list[dict[str, Any]] | None:
         got = client.get(f"/v1/webhooks/{endpoint_id}/deliveries").json()["deliveries"]
-        if got and got[0]["attempts"]:
-            break
-        assert time.monotonic() < deadline, service.logs()
-        time.sleep(0.2)
-    [delivery] = got
+        return got if got and got[0]["attempts"] else None
+
+    [delivery] = wait_until(attempted, 60, 0.2, lambda: f"a delivery attempt\n{service.logs()}")
     attempt = delivery["attempts"][0]
     assert attempt["status_code"] is None
     assert "loopback" in attempt["error"] and "refused" in attempt["error"]

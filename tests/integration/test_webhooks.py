@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -20,15 +19,16 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import TEST_ENV
-from datafiles import make
-from harness import Bulkio, make_token
 from receiver import Answer, Receiver
 
-from engine.db import migrate
 from engine.retention import cleanup
 from engine.settings import load_settings
 from engine.storage import open_storage
+from tests.support.database import empty, migrated_database
+from tests.support.datafiles import make
+from tests.support.servers import PostgresServer
+from tests.support.service import TEST_ENV, Bulkio, make_token
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,16 +41,20 @@ WEBHOOK_ENV = {
 
 
 @pytest.fixture(scope="module")
+def database_url(pg_server: PostgresServer) -> Iterator[str]:
+    """This module's own database (overrides the session's)."""
+    yield from migrated_database(pg_server, "bulkio_webhooks")
+
+
+@pytest.fixture(scope="module")
 def hooks_service(
-    pg_server: Any, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
+    database_url: str, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Bulkio]:
-    url = pg_server.create_database("bulkio_webhooks")
-    migrate(url)
     work = tmp_path_factory.mktemp("webhooks")
     env = {
         **TEST_ENV,
         **WEBHOOK_ENV,
-        "BULKIO_DATABASE_URL": url,
+        "BULKIO_DATABASE_URL": database_url,
         # Apart from the session's service: its own Redis database and queue.
         "BULKIO_REDIS_URL": redis_server.url(6),
         "BULKIO_QUEUE_NAME": "webhooks-test",
@@ -63,14 +67,9 @@ def hooks_service(
 
 
 @pytest.fixture
-def hooks(hooks_service: Bulkio) -> Iterator[Bulkio]:
-    with psycopg.connect(hooks_service.env["BULKIO_DATABASE_URL"], autocommit=True) as conn:
-        conn.execute("TRUNCATE webhook_endpoints, jobs, job_errors, users CASCADE")
-    for dead in [w for w in hooks_service.workers if not w.alive()]:
-        dead.stop()
-        hooks_service.workers.remove(dead)
-    if not hooks_service.workers:
-        hooks_service.start_worker()
+def hooks(hooks_service: Bulkio, db: psycopg.Connection[Any]) -> Iterator[Bulkio]:
+    empty(db, "webhook_endpoints, jobs, job_errors, users")
+    hooks_service.revive_workers()
     yield hooks_service
     hooks_service.close_clients()
 
@@ -96,14 +95,8 @@ def _deliveries(service: Bulkio, webhook_id: str) -> list[dict[str, Any]]:
 
 
 def _until(check: Callable[[], Any], service: Bulkio, what: str, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{service.logs()}")
-        time.sleep(0.2)
+    """wait_until at this module's pace, with the service's logs if it times out."""
+    return wait_until(check, timeout, 0.2, lambda: f"{what}\n{service.logs()}")
 
 
 def _import(service: Bulkio, datadir: Path, seed: int = 1) -> dict[str, Any]:

@@ -153,6 +153,7 @@ class Bulkio:
         last: dict[str, Any] = {}
 
         def finished() -> dict[str, Any] | None:
+            last.clear()
             last.update(self.client.get(f"/v1/{kind}/{job_id}").json())
             return dict(last) if last.get("status") in TERMINAL else None
 

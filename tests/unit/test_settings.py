@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, get_args, get_origin, get_type_hints
 
 import pytest
-from servers import free_port
 
 from engine import cli
 from engine import settings as settings_module
@@ -25,6 +24,7 @@ from engine.settings import (
     unknown_variables,
     warn_unknown,
 )
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
