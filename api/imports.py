@@ -159,9 +159,7 @@ async def _mapping_field(chunks: AsyncIterator[bytes], name: str) -> str:
     return data.decode("utf-8", "replace").strip()
 
 
-def _mapping_options(
-    app: AppState, fields: dict[str, str], resource: str, fmt: str, mode: str
-) -> dict[str, Any]:
+def _mapping_options(app: AppState, fields: dict[str, str], resource: str) -> dict[str, Any]:
     """The job's options for ``mapping`` and ``header_case`` (only those given), checked now:
     400 naming the bad entry."""
     try:
@@ -175,8 +173,6 @@ def _mapping_options(
         options["mapping"] = mapping
     if header_case != "exact":
         options["header_case"] = header_case
-    if fmt == "parquet" and (options or mode == "merge"):
-        raise Problem(400, "mapping, header_case and mode=merge are not available for Parquet yet")
     return options
 
 
@@ -303,7 +299,7 @@ class ImportController(Controller):
                 app, fields, file_name, got_file, size, from_url=url is not None, head=upload.head
             )
             max_errors = _max_errors(fields.get("max_errors"))
-            options = _mapping_options(app, fields, resource, fmt, mode)
+            options = _mapping_options(app, fields, resource)
             if url is not None:  # last: it may wait for DNS
                 if stored_hash is None:  # a replay creates nothing: no need to look again
                     url = await _checked_source_url(app, url)

@@ -8,11 +8,14 @@ fields are required only of records that create a row. ``upsert`` still replaces
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import uuid
 from typing import Any
 
 import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests.support.service import Bulkio
@@ -287,3 +290,18 @@ def test_merge_through_a_mapping(service: Bulkio, db: psycopg.Connection[Any]) -
     got = users(db)
     assert got[uid("user", 0)][1:] == ("Mapped", "editor", False, T0, T1)
     assert got[uid("user", 1)][1:] == ("N1", "editor", False, T0, None)
+
+
+def test_parquet_merge_through_a_mapping(service: Bulkio, db: psycopg.Connection[Any]) -> None:
+    seed_users(db, 2)
+    table = pa.table({"USER ID": [uid("user", 0), uid("user", 1)], "Full Name": ["P0", None]})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    mapping = json.dumps({"user id": "id", "full name": "name"})
+    job = start(
+        service, sink.getvalue(), "m.parquet", mode="merge", mapping=mapping,
+        header_case="insensitive",
+    )  # fmt: skip
+    assert (job["updated_records"], job["failed"]) == (1, 1), job
+    assert errors(service, job["job_id"]) == [(2, "Full Name", "required")]
+    assert users(db)[uid("user", 0)][1:] == ("P0", "editor", False, T0, T1)
