@@ -19,12 +19,14 @@ import polars as pl
 import psycopg
 import pytest
 
-from engine.db import connect_bulk, migrate
+from engine.db import connect_bulk
 from engine.formats.reader import read_batches
 from engine.imports import merge_sql
 from engine.imports.load import BatchLoader
 from engine.imports.validate import validate
 from engine.resources import catalog
+from tests.support.database import empty, migrated_database
+from tests.support.servers import PostgresServer
 from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
@@ -155,16 +157,16 @@ def test_users_and_comments_still_require_created_at(service: Bulkio) -> None:
 
 
 @pytest.fixture(scope="module")
-def stamp_url(pg_server: Any) -> str:
-    url = pg_server.create_database("bulkio_stamp")
-    migrate(url)
-    return str(url)
+def stamp_url(pg_server: PostgresServer) -> Iterator[str]:
+    """A database of its own for the write paths run in this process (the first half of the
+    module uses the session's service and database)."""
+    yield from migrated_database(pg_server, "bulkio_stamp")
 
 
 @pytest.fixture
 def pg(stamp_url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(stamp_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE comments, articles, users, job_errors, job_keys, jobs CASCADE")
+        empty(conn)
         seed_author(conn)
         conn.execute(
             "INSERT INTO articles (id, slug, title, body, author_id, status, created_at) "

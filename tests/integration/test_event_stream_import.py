@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +22,7 @@ import pytest
 from tests.support.datafiles import make
 from tests.support.service import Bulkio
 from tests.support.sse import Message, events, open_stream
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -76,14 +75,6 @@ class Follower(threading.Thread):
         return max(done, default=0)
 
 
-def _until(check: Any, timeout: float, what: str, service: Bulkio) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{service.logs()}")
-        time.sleep(0.05)
-
-
 def _finish(follower: Follower, service: Bulkio) -> list[Message]:
     follower.join(timeout=300)
     assert not follower.is_alive(), f"the stream did not end\n{service.logs()}"
@@ -106,7 +97,11 @@ def test_an_sse_client_follows_a_200k_import_through_a_reconnect_and_a_worker_ki
     first_half.start()
     cut = _finish(first_half, service)  # disconnected after 25 events
 
-    _until(lambda: whole.progress() >= 40_000, 180, "40,000 records committed", service)
+    wait_until(
+        lambda: whole.progress() >= 40_000,
+        180,
+        message=lambda: f"40,000 records committed\n{service.logs()}",
+    )
     for worker in service.workers:
         worker.signal(signal.SIGKILL)
         worker.stop()

@@ -20,7 +20,8 @@ import httpx
 import psycopg
 import pytest
 
-from engine.db import migrate
+from tests.support.database import migrated_database
+from tests.support.servers import PostgresServer
 from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
@@ -30,23 +31,26 @@ USERS = 60_000  # ~13 MB of NDJSON: more than one 8 MiB part of the multipart up
 
 
 @pytest.fixture(scope="module")
+def database_url(pg_server: PostgresServer) -> Iterator[str]:
+    """This module's own database (overrides the session's)."""
+    yield from migrated_database(pg_server)
+
+
+@pytest.fixture(scope="module")
 def s3_bulkio(
-    pg_server: Any, redis_server: Any, s3_server: Any, tmp_path_factory: pytest.TempPathFactory
+    database_url: str, redis_server: Any, s3_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Bulkio, str]]:
-    url = pg_server.create_database()
-    migrate(url)
     env = {
         **s3_server.env(),
-        "BULKIO_DATABASE_URL": url,
+        "BULKIO_DATABASE_URL": database_url,
         "BULKIO_REDIS_URL": redis_server.url(5),
         "BULKIO_QUEUE_NAME": "bulkio-s3-test",
         "BULKIO_DOWNLOAD_URL_TTL_SECONDS": str(TTL),
         "BULKIO_SIGNING_SECRET": "s3-test-secret",
     }
     service = Bulkio(env, Path(tmp_path_factory.mktemp("bulkio-s3")), workers=1)
-    yield service, url
+    yield service, database_url
     service.stop()
-    pg_server.drop_database(url.rsplit("/", 1)[1])
 
 
 def test_export_job_uploads_to_s3_and_presigns_a_short_lived_url(

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from engine.resources import catalog
 from engine.storage import sign_path
 from tests.support.service import Bulkio, make_token
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -374,10 +375,7 @@ def test_a_client_that_goes_away_releases_the_database_connection(
     ) as res:
         next(res.iter_bytes())
         assert copy_sessions(db) == 1
-    deadline = time.monotonic() + 10
-    while copy_sessions(db) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert copy_sessions(db) == 0
+    wait_until(lambda: copy_sessions(db) == 0, 10, 0.1, "the export's COPY session to end")
     assert len(export(service, "users", fields="id").content.splitlines()) == 50_000
 
 

@@ -34,6 +34,7 @@ from engine.settings import load_settings
 from tests.support.datafiles import gen, make
 from tests.support.processes import Proc
 from tests.support.service import Bulkio
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -136,15 +137,12 @@ def _ready_at(service: Bulkio, proc: Proc, timeout: float = 90) -> float:
 def _until(
     check: Callable[[], T | None], timeout: float, what: str, service: Bulkio | None = None
 ) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            logs = _worker_logs(service) if service is not None else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
-        time.sleep(0.05)
+    """wait_until with the workers' logs and sessions (when given the service) if it times out."""
+
+    def message() -> str:
+        return f"{what}\n{_worker_logs(service) if service is not None else ''}"
+
+    return wait_until(check, timeout, 0.05, message)
 
 
 def _worker_logs(service: Bulkio, lines: int = 25) -> str:
@@ -466,13 +464,18 @@ def test_duplicate_messages_delivered_concurrently_commit_each_batch_once(
             job_id = _upload(service, path)
             for _ in range(3):
                 doorbell.ring(job_id)
-            rings = 4
-            while _job(db, job_id)["status"] not in TERMINAL:
+            rings = [4]  # the upload's message and the three above
+
+            def rung_until_done(job_id: str = job_id, rings: list[int] = rings) -> bool:
+                if _job(db, job_id)["status"] in TERMINAL:
+                    return True
                 doorbell.ring(job_id)
-                rings += 1
-                time.sleep(0.1)
+                rings[0] += 1
+                return False
+
+            _until(rung_until_done, 180, f"job {job_id} to end while its doorbell rings", service)
             job = _assert_exactly_once(service, db, job_id, expected)
-            assert job["attempts"] == 1, (job, rings)
+            assert job["attempts"] == 1, (job, rings[0])
     finally:
         doorbell.close()
 

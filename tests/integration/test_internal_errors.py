@@ -15,10 +15,11 @@ import pytest
 
 from api.views import job_view
 from engine import jobs
-from engine.db import migrate
 from engine.errors import MissingColumns
 from engine.settings import load_settings
 from engine.worker import Runtime, client_message
+from tests.support.database import migrated_database
+from tests.support.servers import PostgresServer
 from tests.support.service import Bulkio
 
 pytestmark = pytest.mark.integration
@@ -92,10 +93,9 @@ def test_a_driver_error_shows_only_an_error_id_and_the_log_has_the_details(
 
 
 @pytest.fixture
-def private_db(fresh_database: str) -> str:
-    """No running worker or reconciler picks up these jobs."""
-    migrate(fresh_database)
-    return fresh_database
+def private_db(pg_server: PostgresServer) -> Iterator[str]:
+    """A database of its own: no running worker or reconciler picks up these jobs."""
+    yield from migrated_database(pg_server)
 
 
 def test_an_export_failure_is_hidden_the_same_way(

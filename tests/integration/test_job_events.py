@@ -24,6 +24,7 @@ from engine.storage import open_storage, sign_path
 from tests.support.datafiles import make
 from tests.support.service import Bulkio, make_token
 from tests.support.sse import events, messages, open_stream
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -275,10 +276,9 @@ def test_a_client_that_disconnects_releases_its_stream_at_once(
         cm.__exit__(None, None, None)
     for c in clients:
         c.close()
-    deadline = time.monotonic() + 10
-    while _streams_open(quick_api) != 0:
-        assert time.monotonic() < deadline, "streams still open after their clients left"
-        time.sleep(0.1)
+    wait_until(
+        lambda: _streams_open(quick_api) == 0, 10, 0.1, "the streams to close after their clients"
+    )
 
 
 def test_retention_deletes_events_with_their_job(

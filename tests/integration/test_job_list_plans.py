@@ -28,8 +28,9 @@ import psycopg
 import pytest
 
 from engine import job_list
-from engine.db import migrate
 from engine.job_list import JobFilter, Position
+from tests.support.database import migrated_database
+from tests.support.servers import PostgresServer
 
 pytestmark = pytest.mark.integration
 
@@ -47,10 +48,14 @@ MIDDLE = START + timedelta(seconds=ROWS * 5 // 2)
 
 
 @pytest.fixture(scope="module")
-def big_db(pg_server: Any) -> Iterator[psycopg.Connection[Any]]:
-    url = pg_server.create_database()
-    migrate(url)
-    with psycopg.connect(url, autocommit=True) as conn:
+def database_url(pg_server: PostgresServer) -> Iterator[str]:
+    """This module's own database (overrides the session's)."""
+    yield from migrated_database(pg_server)
+
+
+@pytest.fixture(scope="module")
+def big_db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
         # The event triggers are not under test here (and would write 300,000 `queued` events).
         conn.execute("ALTER TABLE jobs DISABLE TRIGGER USER")
         # The test cluster commits asynchronously; VACUUM cannot mark pages all-visible before
@@ -74,7 +79,6 @@ def big_db(pg_server: Any) -> Iterator[psycopg.Connection[Any]]:
         )
         conn.execute("VACUUM ANALYZE jobs")  # what autovacuum does to a table this size
         yield conn
-    pg_server.drop_database(url.rsplit("/", 1)[1])
 
 
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:

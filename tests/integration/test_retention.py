@@ -23,6 +23,7 @@ from engine.settings import load_settings
 from engine.storage import Storage, open_storage
 from tests.support.datafiles import make
 from tests.support.service import ROOT, Bulkio
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -216,10 +217,12 @@ def test_workers_apply_the_retention_on_their_own(
     keep = _export_job(db, storage, "completed", result=True)
     db.execute("UPDATE jobs SET finished_at = now() WHERE id = %s", (keep,))
     worker = service.start_worker()
-    deadline = time.monotonic() + 90
-    while _count(db, "SELECT count(*) FROM jobs WHERE id = %s", old):
-        assert time.monotonic() < deadline, worker.tail()
-        time.sleep(0.2)
+    wait_until(
+        lambda: not _count(db, "SELECT count(*) FROM jobs WHERE id = %s", old),
+        90,
+        0.2,
+        lambda: f"the expired job to go\n{worker.tail()}",
+    )
     assert not (objects_dir / "exports" / old).exists()
     assert (objects_dir / "exports" / keep).is_dir()
     assert _count(db, "SELECT count(*) FROM jobs WHERE id = %s", keep) == 1

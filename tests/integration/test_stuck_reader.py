@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 
 from tests.support.processes import Proc
 from tests.support.service import Bulkio
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -111,15 +112,8 @@ def _start(service: Bulkio) -> Worker:
 
 
 def _until(check: Callable[[], T | None], timeout: float, what: str, service: Bulkio) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n"
-                                 f"{service.logs()}")  # fmt: skip
-        time.sleep(0.05)
+    """wait_until with the service's logs if it times out."""
+    return wait_until(check, timeout, 0.05, lambda: f"{what}\n{service.logs()}")
 
 
 def _job(db: psycopg.Connection[Any], job_id: str) -> dict[str, Any]:
@@ -169,10 +163,16 @@ def test_the_lease_holds_while_nothing_commits(
     first = _running(db, job_id, service)
     owner, expiries = first["lease_owner"], {first["lease_expires"]}
     began = time.monotonic()
-    while (job := _job(db, job_id))["processed"] == 0 and job["status"] == "running":
+
+    def past_the_stuck_part() -> bool:
+        job = _job(db, job_id)
+        if job["processed"] or job["status"] != "running":
+            return True
         assert job["lease_owner"] == owner and job["leased"], job
         expiries.add(job["lease_expires"])
-        time.sleep(0.2)
+        return False
+
+    wait_until(past_the_stuck_part, 300, 0.2, lambda: f"the first batch\n{service.logs()}")
     stuck = time.monotonic() - began
     assert len(expiries) >= 3, f"the lease was not extended while nothing committed: {expiries}"
     done = service.wait(job_id, timeout=300)

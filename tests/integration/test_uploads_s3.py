@@ -15,11 +15,12 @@ import httpx
 import psycopg
 import pytest
 
-from engine.db import migrate
 from engine.retention import cleanup
 from engine.settings import Settings
 from engine.storage import open_storage, signed_query
+from tests.support.database import empty, migrated_database
 from tests.support.datafiles import make
+from tests.support.servers import PostgresServer
 from tests.support.service import Bulkio, make_token
 from tests.support.uploads import (
     CutOnce,
@@ -37,14 +38,18 @@ TTL = 600
 
 
 @pytest.fixture(scope="module")
+def database_url(pg_server: PostgresServer) -> Iterator[str]:
+    """This module's own database (overrides the session's)."""
+    yield from migrated_database(pg_server)
+
+
+@pytest.fixture(scope="module")
 def s3_bulkio(
-    pg_server: Any, redis_server: Any, s3_server: Any, tmp_path_factory: pytest.TempPathFactory
+    database_url: str, redis_server: Any, s3_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Bulkio, str]]:
-    url = pg_server.create_database()
-    migrate(url)
     env = {
         **s3_server.env(),
-        "BULKIO_DATABASE_URL": url,
+        "BULKIO_DATABASE_URL": database_url,
         "BULKIO_REDIS_URL": redis_server.url(6),
         "BULKIO_QUEUE_NAME": "bulkio-uploads-s3-test",
         "BULKIO_SIGNING_SECRET": "s3-uploads-test-secret",
@@ -53,16 +58,14 @@ def s3_bulkio(
         "BULKIO_UPLOAD_URL_TTL_SECONDS": str(TTL),
     }
     service = Bulkio(env, Path(tmp_path_factory.mktemp("bulkio-uploads-s3")), workers=1)
-    yield service, url
+    yield service, database_url
     service.stop()
-    pg_server.drop_database(url.rsplit("/", 1)[1])
 
 
 @pytest.fixture
-def s3(s3_bulkio: tuple[Bulkio, str], s3_server: Any) -> Iterator[Any]:
+def s3(s3_bulkio: tuple[Bulkio, str], s3_server: Any, db: psycopg.Connection[Any]) -> Iterator[Any]:
     """A boto3 client of the S3 server; the tables start empty (each test's import is exact)."""
-    with psycopg.connect(s3_bulkio[1], autocommit=True) as db:
-        db.execute("TRUNCATE comments, articles, users, job_errors, idempotency_keys, jobs CASCADE")
+    empty(db)
     client = s3_server.client()
     yield client
     client.close()

@@ -26,8 +26,9 @@ import psycopg
 import pytest
 
 from engine import jobs
-from engine.db import migrate
+from tests.support.database import empty, migrated_database
 from tests.support.datafiles import make
+from tests.support.servers import PostgresServer
 from tests.support.service import TEST_ENV, Bulkio, make_token
 
 pytestmark = pytest.mark.integration
@@ -182,16 +183,20 @@ def stall() -> Route:
 
 
 @pytest.fixture(scope="module")
+def urls_database_url(pg_server: PostgresServer) -> Iterator[str]:
+    """The database of this module's service (the session's service has its own)."""
+    yield from migrated_database(pg_server, "bulkio_url_imports")
+
+
+@pytest.fixture(scope="module")
 def urls_service(
-    pg_server: Any, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
+    urls_database_url: str, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Bulkio]:
-    url = pg_server.create_database("bulkio_url_imports")
-    migrate(url)
     work = tmp_path_factory.mktemp("url-imports")
     env = {
         **TEST_ENV,
         **URL_ENV,
-        "BULKIO_DATABASE_URL": url,
+        "BULKIO_DATABASE_URL": urls_database_url,
         # Apart from the session's service: its own Redis database and queue.
         "BULKIO_REDIS_URL": redis_server.url(8),
         "BULKIO_QUEUE_NAME": "url-imports-test",
@@ -205,15 +210,9 @@ def urls_service(
 
 @pytest.fixture
 def urls(urls_service: Bulkio) -> Iterator[Bulkio]:
-    with psycopg.connect(urls_service.env["BULKIO_DATABASE_URL"], autocommit=True) as conn:
-        conn.execute(
-            "TRUNCATE comments, articles, users, job_errors, idempotency_keys, jobs CASCADE"
-        )
-    for dead in [w for w in urls_service.workers if not w.alive()]:
-        dead.stop()
-        urls_service.workers.remove(dead)
-    if not urls_service.workers:
-        urls_service.start_worker()
+    with _db(urls_service) as conn:
+        empty(conn)
+    urls_service.revive_workers()
     yield urls_service
     urls_service.close_clients()
 
