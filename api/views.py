@@ -87,6 +87,8 @@ def job_view(
 def download_url(app: AppState, job: Job) -> str:
     """A presigned S3 URL, or an HMAC-signed URL of ``/v1/downloads`` for other stores."""
     ttl = app.settings.download_url_ttl_seconds
+    if job.result_key is None:
+        raise ValueError(f"job {job.id} has no result file")
     presigned = app.storage.presign(job.result_key, ttl)
     if presigned is not None:
         return presigned

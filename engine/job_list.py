@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from engine.jobs import Job
+from engine.jobs import Job, from_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,7 @@ def page(
         # the index. Planned with its values each time, the page is one short index scan.
         cur.execute(sql, params, prepare=False)
         rows = cur.fetchall()
-    found = [Job(r) for r in rows[:limit]]
+    found = [from_row(r) for r in rows[:limit]]
     more = len(rows) > limit
     last = found[-1] if found and more else None
     return found, Position(last.created_at, uuid.UUID(last.id)) if last else None

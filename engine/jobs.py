@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg.rows import dict_row
 
@@ -27,34 +27,84 @@ TERMINAL = ("completed", "failed", "cancelled")
 STALE_KEY_SECONDS = 3600
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    row: dict[str, Any]
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of the ``jobs`` table (columns that later migrations add and no code reads are
+    ignored by :func:`_job`)."""
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.row[name]
-        except KeyError as exc:
-            raise AttributeError(name) from exc
-
-    @property
-    def id(self) -> str:
-        return str(self.row["id"])
+    id: str
+    kind: str
+    resource: str
+    format: str
+    mode: str | None
+    status: str
+    owner: str
+    options: dict[str, Any]
+    file_name: str | None
+    object_key: str | None
+    total_bytes: int | None
+    bytes_read: int
+    total_records: int | None
+    processed: int
+    successful: int
+    failed: int
+    error_count: int
+    stored_errors: int = 0
+    inserted: int
+    updated: int
+    next_batch: int
+    next_offset: int
+    next_row: int
+    next_lines: int
+    attempts: int
+    stalled_attempts: int = 0
+    lease_owner: str | None
+    lease_expires: datetime | None
+    cancel_requested: bool
+    error: str | None
+    warnings: list[str]
+    result_key: str | None
+    result_bytes: int | None
+    run_ms: int = 0
+    token_id: str | None = None
+    event_seq: int = 0
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
 
     @property
     def terminal(self) -> bool:
-        return self.row["status"] in TERMINAL
+        return self.status in TERMINAL
+
+    @property
+    def source_key(self) -> str:
+        """The object key of an import's stored file (every import job has one)."""
+        if self.object_key is None:
+            raise ValueError(f"job {self.id} has no stored file")
+        return self.object_key
 
     @property
     def max_errors(self) -> int | None:
         """An import request's ``max_errors`` (None: not given; stored in ``options``)."""
-        value = (self.row.get("options") or {}).get("max_errors")
+        value = (self.options or {}).get("max_errors")
         return None if value is None else int(value)
 
     @property
     def errors_truncated(self) -> bool:
         """More error rows were counted than stored (BULKIO_MAX_ERROR_ROWS)."""
-        return int(self.row["stored_errors"]) < int(self.row["error_count"])
+        return self.stored_errors < self.error_count
+
+
+_FIELDS = frozenset(Job.__struct_fields__)
+
+
+def from_row(row: dict[str, Any]) -> Job:
+    """A ``jobs`` row (``SELECT *`` or ``RETURNING *``) as a :class:`Job`."""
+    values = {k: v for k, v in row.items() if k in _FIELDS}
+    for key in ("id", "token_id"):
+        if values.get(key) is not None:
+            values[key] = str(values[key])
+    return Job(**values)
 
 
 def _one(conn: psycopg.Connection[Any], sql: str, params: Any = ()) -> dict[str, Any] | None:
@@ -104,7 +154,7 @@ def create(
         ),
     )
     assert row is not None
-    return Job(row)
+    return from_row(row)
 
 
 def unfinished_for_token(conn: psycopg.Connection[Any], token_id: str) -> int:
@@ -130,7 +180,7 @@ def get(
         "AND (%s::text IS NULL OR kind = %s)",
         (job_id, owner, owner, kind, kind),
     )
-    return Job(row) if row else None
+    return from_row(row) if row else None
 
 
 def first_errors(conn: psycopg.Connection[Any], job_id: str, limit: int) -> list[dict[str, Any]]:
@@ -254,7 +304,7 @@ def replay(conn: psycopg.Connection[Any], owner: str, key: str, digest: str) -> 
         raise IdempotencyConflict(
             "this Idempotency-Key was already used for a different request; use a new key"
         )
-    return Job(row)
+    return from_row(row)
 
 
 def complete_key(
@@ -295,7 +345,7 @@ def claim(
         (worker, lease_seconds, job_id, worker, max_attempts),
     )
     if row is not None:
-        return Job(row)
+        return from_row(row)
     conn.execute(
         f"""UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_expires = NULL,
                finished_at = now(), updated_at = now(), total_records = processed,
@@ -453,7 +503,7 @@ def request_cancel(conn: psycopg.Connection[Any], job_id: str) -> Job | None:
            WHERE id = %s RETURNING *""",
         (job_id,),
     )
-    return Job(row) if row else None
+    return from_row(row) if row else None
 
 
 def due_for_requeue(

@@ -295,7 +295,7 @@ def ensure_source(
     (fetched now, unless an earlier attempt stored it); the format to read it in. The job's
     format and size are saved as soon as they are known."""
     fmt: str = job.format
-    stored = _stored_size(ctx.storage, job.object_key)
+    stored = _stored_size(ctx.storage, job.source_key)
     if stored is not None and fmt != source_url.PENDING_FORMAT:
         if job.total_bytes != stored:
             jobs.set_source(ctx.conn, job.id, ctx.worker, fmt, stored)
@@ -317,7 +317,7 @@ def ensure_source(
             if not fmt:
                 raise FetchError(source_url.missing_format(answer.url, answer.content_type))
         jobs.set_source(ctx.conn, job.id, ctx.worker, fmt, answer.length)
-        writer = ctx.storage.writer(job.object_key)
+        writer = ctx.storage.writer(job.source_key)
         return writer.write  # type: ignore[no-any-return]
 
     try:

@@ -75,7 +75,7 @@ def run_import(ctx: JobContext, job_id: str) -> RunResult:
         if (job.options or {}).get("source_url"):  # fetched into storage first, once
             fmt = ensure_source(ctx, job, watch)
         batches = read_batches(
-            ctx.storage.read(job.object_key),
+            ctx.storage.read(job.source_key),
             fmt,
             resource.column_names,
             () if merge else resource.required_columns,
