@@ -1,1 +1,1 @@
-"""bulkio's tests: unit (no servers), integration (real servers), browser; shared code in support."""
+"""bulkio's tests: unit (no servers), integration (real servers), browser; shared in support/."""
