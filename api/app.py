@@ -10,6 +10,7 @@ from typing import Any
 import redis
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from psycopg_pool import ConnectionPool
@@ -27,7 +28,7 @@ from api.limits import DEFAULT_BODY_BYTES, Slots
 from api.openapi import describe_exports, describe_uploads
 from api.problems import HANDLERS
 from api.ratelimit import RateLimiter, add_rate_headers
-from api.state import AppState
+from api.state import AppState, app_state
 from api.ui import ROUTES as UI_ROUTES
 from api.uploads import UploadController, UploadDataController
 from api.webhooks import WebhookController
@@ -107,6 +108,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan, hub_lifespan(settings)],
         exception_handlers=HANDLERS,
         state=State(),
+        # Handlers declare ``app: AppState`` and get the process's state injected.
+        dependencies={"app": Provide(app_state, sync_to_thread=False)},
         openapi_config=OpenAPIConfig(
             title="bulkio",
             version=__version__,

@@ -9,7 +9,6 @@ kept in PostgreSQL), so any process verifies what another signed.
 from __future__ import annotations
 
 from litestar import Controller, get
-from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 
@@ -40,12 +39,11 @@ class DownloadController(Controller):
     )
     def download(
         self,
-        state: State,
+        app: AppState,
         job_id: str,
         expires: str = Parameter(default="", description="Unix time the URL expires at"),
         signature: str = Parameter(default="", description="HMAC-SHA256 of path and expiry"),
     ) -> Stream:
-        app: AppState = state.app
         if not verify_signature(app.signing_secret, f"/v1/downloads/{job_id}", expires, signature):
             raise Problem(
                 403,

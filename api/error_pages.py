@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 
 import msgspec
 from litestar import Controller, Request, Response, get
-from litestar.datastructures import State
 from litestar.openapi.spec import OpenAPIType
 from litestar.params import Parameter
 
@@ -113,7 +112,7 @@ class ErrorPageController(Controller):
     def page(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        app: AppState,
         job_id: str,
         field: str | None = Parameter(
             default=None,
@@ -151,7 +150,6 @@ class ErrorPageController(Controller):
             ),
         ),
     ) -> ErrorPage:
-        app: AppState = state.app
         only_known(request.query_params, PARAMS)
         field, code = _name("field", field), _name("code", code)
         size = _whole("limit", limit, LIMIT_DEFAULT, 1, LIMIT_MAX)
@@ -194,9 +192,8 @@ class ErrorPageController(Controller):
         responses=problem_responses(*GUARDED, 404),
     )
     def summary(
-        self, request: Request[Any, Any, Any], state: State, job_id: str
+        self, request: Request[Any, Any, Any], app: AppState, job_id: str
     ) -> Response[ErrorSummary]:
-        app: AppState = state.app
         job = _import_job(app, request, job_id)
         pairs = app.sync(jobs.error_counts, job.id, MAX_PAIRS)
         body = ErrorSummary(

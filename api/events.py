@@ -180,6 +180,7 @@ class JobEventsController(Controller):
     def events(
         self,
         request: Request[Any, Any, Any],
+        app: AppState,
         state: State,
         job_id: str,
         after: str = Parameter(
@@ -214,7 +215,6 @@ class JobEventsController(Controller):
             default="", description="Signed events_url: HMAC-SHA256 of path and expiry"
         ),
     ) -> Response[EventPage]:
-        app: AppState = state.app
         only_known(request.query_params, ("after", "limit", "expires", "signature"))
         start = _sequence("after", after)
         size = _number("limit", limit, PAGE_DEFAULT, 1, PAGE_MAX)

@@ -8,7 +8,6 @@ from itertools import chain
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 
@@ -118,7 +117,7 @@ class ExportController(Controller):
     def stream(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        app: AppState,
         resource: str = Parameter(schema_extra={"enum": list(RESOURCE_NAMES)}),
         fmt: str = Parameter(
             query="format", default="ndjson", schema_extra={"enum": list(FORMATS)}
@@ -136,7 +135,6 @@ class ExportController(Controller):
             "(default BULKIO_CSV_FORMULA_GUARD, true)",
         ),
     ) -> Stream:
-        app: AppState = state.app
         filters: dict[str, Any] = {}
         for name in request.query_params:
             if name not in OPTIONS:
@@ -201,9 +199,8 @@ class ExportController(Controller):
         request_max_body_size=JSON_BODY_BYTES,
     )
     def create(
-        self, request: Request[Any, Any, Any], state: State, data: ExportJobRequest
+        self, request: Request[Any, Any, Any], app: AppState, data: ExportJobRequest
     ) -> Response[JobView]:
-        app: AppState = state.app
         principal = principal_of(request)
         owner = principal.owner
         spec, _ = _prepare(
@@ -261,6 +258,6 @@ class ExportController(Controller):
         opt={"scope": "exports:read"},
         responses=problem_responses(*GUARDED, 404),
     )
-    def status(self, request: Request[Any, Any, Any], state: State, job_id: str) -> JobView:
+    def status(self, request: Request[Any, Any, Any], app: AppState, job_id: str) -> JobView:
         owner = principal_of(request).owner_filter()
-        return _job_view(state.app, job_id, "export", owner)
+        return _job_view(app, job_id, "export", owner)

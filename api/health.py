@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import redis
 from litestar import Response, get
-from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 
 from api.openapi import operation
@@ -20,8 +19,7 @@ from engine import metrics
     media_type="text/plain",
     operation_class=operation(public=True),
 )
-def metrics_endpoint(state: State) -> Response[bytes]:
-    app: AppState = state.app
+def metrics_endpoint(app: AppState) -> Response[bytes]:
     with app.pool.connection(timeout=5) as conn:
         body, content_type = metrics.render(conn, app.redis, app.settings.queue_name)
     return Response(body, media_type=content_type)
@@ -38,8 +36,7 @@ def metrics_endpoint(state: State) -> Response[bytes]:
     },
     operation_class=operation(public=True),
 )
-def health(state: State) -> Response[Health]:
-    app: AppState = state.app
+def health(app: AppState) -> Response[Health]:
     pg = "ok"
     try:
         with app.pool.connection(timeout=2) as conn:

@@ -13,7 +13,6 @@ import anyio.to_thread
 import msgspec
 import polars as pl
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 
@@ -214,8 +213,7 @@ class ImportController(Controller):
             request_body=import_body(RESOURCE_NAMES, (*FORMATS, "jsonl"), MODES)
         ),
     )
-    async def create(self, request: Request[Any, Any, Any], state: State) -> Response[JobView]:
-        app: AppState = state.app
+    async def create(self, request: Request[Any, Any, Any], app: AppState) -> Response[JobView]:
         principal = principal_of(request)
         # Taken before a byte is read; counts against the token's job limit until it becomes
         # the job (atomically) or is released.
@@ -400,9 +398,9 @@ class ImportController(Controller):
         opt={"scope": "imports:read"},
         responses=problem_responses(*GUARDED, 404),
     )
-    def status(self, request: Request[Any, Any, Any], state: State, job_id: str) -> JobView:
+    def status(self, request: Request[Any, Any, Any], app: AppState, job_id: str) -> JobView:
         owner = principal_of(request).owner_filter()
-        return _job_view(state.app, job_id, "import", owner)
+        return _job_view(app, job_id, "import", owner)
 
     @get(
         "/{job_id:str}/errors",
@@ -423,13 +421,12 @@ class ImportController(Controller):
     def errors(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        app: AppState,
         job_id: str,
         report_format: str = Parameter(
             query="format", default="ndjson", schema_extra={"enum": list(REPORT_FORMATS)}
         ),
     ) -> Stream:
-        app: AppState = state.app
         if report_format not in REPORT_FORMATS:
             raise Problem(400, f"format must be one of {', '.join(REPORT_FORMATS)}")
         job = app.sync(jobs.get, job_id, principal_of(request).owner_filter(), "import")

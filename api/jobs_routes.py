@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.openapi.spec import OpenAPIType
 from litestar.params import Parameter
 
@@ -64,7 +63,7 @@ class JobController(Controller):
     def list_jobs(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        app: AppState,
         kind: str | None = Parameter(
             default=None, schema_extra=_optional(enum=list(job_query.KINDS))
         ),
@@ -103,7 +102,6 @@ class JobController(Controller):
             ),
         ),
     ) -> Response[JobList]:
-        app: AppState = state.app
         job_query.only_known(request.query_params, (*LIST_PARAMS, "cursor", "limit"))
         query = {name: request.query_params.get(name) for name in LIST_PARAMS}
         flt = job_query.job_filter(principal_of(request), tuple(app.catalog), query)
@@ -125,9 +123,9 @@ class JobController(Controller):
         summary="Status of any job (import or export)",
         responses=problem_responses(*GUARDED, 404),
     )
-    def status(self, request: Request[Any, Any, Any], state: State, job_id: str) -> JobView:
+    def status(self, request: Request[Any, Any, Any], app: AppState, job_id: str) -> JobView:
         principal = principal_of(request)
-        view = _job_view(state.app, job_id, None, principal.owner_filter())
+        view = _job_view(app, job_id, None, principal.owner_filter())
         require_kind_scope(principal, view.kind, "read")
         return view
 
@@ -138,8 +136,7 @@ class JobController(Controller):
         summary="Cancel a job: queued jobs stop at once, running ones at the next batch",
         responses=problem_responses(*GUARDED, 404, 409),
     )
-    def cancel(self, request: Request[Any, Any, Any], state: State, job_id: str) -> JobView:
-        app: AppState = state.app
+    def cancel(self, request: Request[Any, Any, Any], app: AppState, job_id: str) -> JobView:
         principal = principal_of(request)
         job = app.sync(jobs.get, job_id, principal.owner_filter())
         if job is None:

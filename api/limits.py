@@ -116,9 +116,7 @@ class Slots:
         body."""
         cap = self._settings.max_concurrent_uploads
         job_limit = self.job_limit(principal) if jobs else None
-        slot = await anyio.to_thread.run_sync(
-            self._take, principal, limits.UPLOAD, cap, job_limit
-        )
+        slot = await anyio.to_thread.run_sync(self._take, principal, limits.UPLOAD, cap, job_limit)
         try:
             yield slot
         finally:

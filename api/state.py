@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 import redis
+from litestar.datastructures import State
 from psycopg_pool import ConnectionPool
 
 from api.limits import Slots
@@ -42,3 +43,9 @@ class AppState:
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, ...)`` on a pooled connection in a thread (call from async code)."""
         return await anyio.to_thread.run_sync(lambda: self.sync(fn, *args, **kwargs))
+
+
+def app_state(state: State) -> AppState:
+    """The dependency every handler receives as ``app`` (registered in ``create_app``)."""
+    app: AppState = state.app
+    return app

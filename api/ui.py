@@ -17,7 +17,6 @@ from importlib.resources import files
 from typing import Any
 
 from litestar import Response, get
-from litestar.datastructures import State
 from litestar.response import Redirect
 
 from api.problems import Problem
@@ -110,8 +109,7 @@ def root() -> Redirect:
 
 
 @get("/ui", include_in_schema=False, sync_to_thread=True)
-def page(state: State) -> Response[bytes]:
-    app: AppState = state.app
+def page(app: AppState) -> Response[bytes]:
     html = _read("index.html").decode()
     script = f'<script type="application/json" id="catalog">{catalog_json(app.catalog)}</script>'
     body = html.replace(PLACEHOLDER, script, 1).encode()

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import anyio
 import anyio.to_thread
 from litestar import Controller, Request, Response, get, head, patch, post
-from litestar.datastructures import ResponseHeader, State
+from litestar.datastructures import ResponseHeader
 from litestar.exceptions import InternalServerException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
@@ -171,9 +171,8 @@ class UploadController(Controller):
         ],
     )
     def create(
-        self, request: Request[Any, Any, Any], state: State, data: UploadCreate
+        self, request: Request[Any, Any, Any], app: AppState, data: UploadCreate
     ) -> Response[UploadView]:
-        app: AppState = state.app
         principal = principal_of(request)
         with _refusals(), app.pool.connection() as conn:
             upload = uploads.create(
@@ -209,8 +208,7 @@ class UploadController(Controller):
             **_responses(s404="No such upload for this token's owner, or it has expired."),
         },
     )
-    def show(self, request: Request[Any, Any, Any], state: State, upload_id: str) -> UploadView:
-        app: AppState = state.app
+    def show(self, request: Request[Any, Any, Any], app: AppState, upload_id: str) -> UploadView:
         upload = app.sync(uploads.get, upload_id, principal_of(request).owner)
         if upload is None:
             raise Problem(404, f"no upload {upload_id}")
@@ -244,11 +242,10 @@ class UploadController(Controller):
     async def complete(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        app: AppState,
         upload_id: str,
         data: UploadComplete | None = None,
     ) -> UploadView:
-        app: AppState = state.app
         principal = principal_of(request)
         given = None
         if data is not None and data.parts is not None:
@@ -334,12 +331,11 @@ class UploadDataController(Controller):
     )
     def offset(
         self,
-        state: State,
+        app: AppState,
         upload_id: str,
         expires: str = _DATA_PARAMS["expires"],
         signature: str = _DATA_PARAMS["signature"],
     ) -> Response[None]:
-        app: AppState = state.app
         upload = _signed_upload(app, upload_id, expires, signature)
         return Response(None, status_code=200, headers=_offsets(app, upload))
 
@@ -389,13 +385,12 @@ class UploadDataController(Controller):
     async def append(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        app: AppState,
         upload_id: str,
         upload_offset: int = Parameter(header="Upload-Offset", ge=0),
         expires: str = _DATA_PARAMS["expires"],
         signature: str = _DATA_PARAMS["signature"],
     ) -> Response[None]:
-        app: AppState = state.app
         upload = await anyio.to_thread.run_sync(_signed_upload, app, upload_id, expires, signature)
         length = request.headers.get("content-length", "")
         if length.isdigit() and upload_offset + int(length) > int(upload.size):

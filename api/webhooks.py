@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
@@ -148,9 +147,8 @@ class WebhookController(Controller):
         responses={**problem_responses(*GUARDED), 409: _CONFLICT},
     )
     def create(
-        self, request: Request[Any, Any, Any], state: State, data: WebhookCreate
+        self, request: Request[Any, Any, Any], app: AppState, data: WebhookCreate
     ) -> Response[WebhookWithSecret]:
-        app: AppState = state.app
         principal = principal_of(request)
         _kinds_readable(principal, data.event_types)
         try:
@@ -181,14 +179,13 @@ class WebhookController(Controller):
     def list_endpoints(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        app: AppState,
         owner: str | None = Parameter(
             default=None,
             description="Admin tokens: this owner's endpoints instead of their own.",
             schema_extra={"one_of": None, "type": "string", "pattern": r"^[^\x00]*$"},
         ),
     ) -> WebhookList:
-        app: AppState = state.app
         _only(request, ("owner",))
         principal = principal_of(request)
         if owner is not None and "\x00" in owner:
@@ -205,8 +202,7 @@ class WebhookController(Controller):
         summary="One webhook endpoint (without its secret)",
         responses={**problem_responses(*GUARDED), 404: _NOT_FOUND},
     )
-    def show(self, request: Request[Any, Any, Any], state: State, webhook_id: str) -> WebhookView:
-        app: AppState = state.app
+    def show(self, request: Request[Any, Any, Any], app: AppState, webhook_id: str) -> WebhookView:
         return endpoint_view(app, _endpoint(app, principal_of(request), webhook_id))
 
     @delete(
@@ -216,8 +212,7 @@ class WebhookController(Controller):
         summary="Delete a webhook endpoint with its delivery history",
         responses={**problem_responses(*GUARDED), 404: _NOT_FOUND},
     )
-    def remove(self, request: Request[Any, Any, Any], state: State, webhook_id: str) -> None:
-        app: AppState = state.app
+    def remove(self, request: Request[Any, Any, Any], app: AppState, webhook_id: str) -> None:
         owner = principal_of(request).owner_filter()
         if not app.sync(webhooks.delete_endpoint, webhook_id, owner):
             raise Problem(404, f"no webhook {webhook_id}")
@@ -237,9 +232,8 @@ class WebhookController(Controller):
         responses={**problem_responses(*GUARDED), 404: _NOT_FOUND},
     )
     def rotate(
-        self, request: Request[Any, Any, Any], state: State, webhook_id: str
+        self, request: Request[Any, Any, Any], app: AppState, webhook_id: str
     ) -> WebhookWithSecret:
-        app: AppState = state.app
         owner = principal_of(request).owner_filter()
         window = app.settings.webhook_rotation_seconds
         rotated = app.sync(webhooks.rotate_secret, webhook_id, owner, window)
@@ -263,7 +257,7 @@ class WebhookController(Controller):
     def deliveries(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        app: AppState,
         webhook_id: str,
         cursor: str | None = Parameter(
             default=None,
@@ -282,7 +276,6 @@ class WebhookController(Controller):
             },
         ),
     ) -> DeliveryList:
-        app: AppState = state.app
         _only(request, ("cursor", "limit"))
         endpoint = _endpoint(app, principal_of(request), webhook_id)
         size = _limit(limit)
@@ -314,11 +307,10 @@ class WebhookController(Controller):
     def redeliver(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        app: AppState,
         webhook_id: str,
         delivery_id: str,
     ) -> DeliveryView:
-        app: AppState = state.app
         endpoint = _endpoint(app, principal_of(request), webhook_id)
         try:
             done = app.sync(webhooks.redeliver, endpoint.id, delivery_id)

@@ -214,7 +214,7 @@ def prepare(
 ) -> tuple[ExportSpec, ExportQuery]:
     """Validate a request against the declarations. Raises :class:`ExportRequestError`."""
     res = catalog[_choose("resource", resource, list(catalog))]
-    fmt = _choose("format", (fmt or "ndjson").lower(), FORMATS)
+    fmt = _choose("format", ("ndjson" if fmt is None else fmt).lower(), FORMATS)
     if compression in ("", "none", "identity"):
         compression = None
     if compression is not None:
