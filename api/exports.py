@@ -12,16 +12,14 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from api.auth import authorize, idempotency_key, principal_of
-from api.imports import _job_view
 from api.limits import JSON_BODY_BYTES
 from api.openapi import COMPRESSED_MEDIA, EXPORT_MEDIA, NO_COMPRESSION, files, operation
 from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import ExportRequest, JobView
 from api.state import AppState
 from api.streaming import STREAM_CONNECTION, ClosingStream, GuardedStream
-from api.views import events_url, job_view
+from api.views import events_url, job_view, load_job_view
 from engine import db, jobs, metrics
-from engine.exports.compress import MEDIA_TYPES
 from engine.exports.query import (
     COMPRESSIONS,
     FORMATS,
@@ -32,6 +30,7 @@ from engine.exports.query import (
     export_batches,
     prepare,
 )
+from engine.formats import COMPRESSED_MEDIA_TYPES
 from engine.prefetch import prefetch
 from engine.resources import RESOURCE_NAMES
 
@@ -63,7 +62,7 @@ def content_encoding(header: str | None) -> str | None:
 
 def media_type(spec: ExportSpec) -> str:
     if spec.compression:
-        return MEDIA_TYPES[spec.compression]
+        return COMPRESSED_MEDIA_TYPES[spec.compression]
     return spec.writer().content_type.split(";")[0]  # litestar adds "; charset=utf-8" to text/*
 
 
@@ -260,4 +259,4 @@ class ExportController(Controller):
     )
     def status(self, request: Request[Any, Any, Any], app: AppState, job_id: str) -> JobView:
         owner = principal_of(request).owner_filter()
-        return _job_view(app, job_id, "export", owner)
+        return load_job_view(app, job_id, "export", owner)

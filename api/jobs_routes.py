@@ -10,11 +10,10 @@ from litestar.params import Parameter
 
 from api import job_query
 from api.auth import authorize, principal_of, require_kind_scope
-from api.imports import _job_view
 from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import JobList, JobView
 from api.state import AppState
-from api.views import download_url, events_url, job_view
+from api.views import download_url, events_url, job_view, load_job_view
 from engine import job_list, jobs
 from engine.jobs import Job
 from engine.resources import RESOURCE_NAMES
@@ -125,7 +124,7 @@ class JobController(Controller):
     )
     def status(self, request: Request[Any, Any, Any], app: AppState, job_id: str) -> JobView:
         principal = principal_of(request)
-        view = _job_view(app, job_id, None, principal.owner_filter())
+        view = load_job_view(app, job_id, None, principal.owner_filter())
         require_kind_scope(principal, view.kind, "read")
         return view
 

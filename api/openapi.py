@@ -26,25 +26,19 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from engine.exports.query import COMPRESSIONS, FORMATS
+from engine.exports.query import COMPRESSIONS, FALSE_VALUES, FORMATS, TRUE_VALUES
+from engine.formats import COMPRESSED_MEDIA_TYPES, MEDIA_TYPES
 from engine.resources import Filter, FilterOp, Kind, Resource
 
 STRING, OBJECT, ARRAY = OpenAPIType.STRING, OpenAPIType.OBJECT, OpenAPIType.ARRAY
 #: A string that is not blank once stripped (the API strips values) and holds no NUL.
 NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
 #: Media types of an export's body, by format; ``compression`` makes it a .gz or .zst file.
-EXPORT_MEDIA = {
-    "csv": "text/csv",
-    "ndjson": "application/x-ndjson",
-    "json": "application/json",
-    "parquet": "application/vnd.apache.parquet",
-}
-GZIP = "application/gzip"
+EXPORT_MEDIA = MEDIA_TYPES
 #: Media types of an export written as a compressed file (``compression=gzip|zstd``).
-COMPRESSED_MEDIA = (GZIP, "application/zstd")
+COMPRESSED_MEDIA = tuple(COMPRESSED_MEDIA_TYPES.values())
 #: Spellings of "no compression" the API accepts besides null.
 NO_COMPRESSION = ("none", "identity")
-_TRUTHS = ("true", "false", "1", "0", "yes", "no")
 
 
 def files(media_types: Sequence[str]) -> dict[str, OpenAPIMediaType]:
@@ -269,7 +263,10 @@ def _filter_schema(resource: Resource, flt: Filter) -> Schema:
         value = Schema(type=STRING, enum=list(column.choices))
     elif column.kind is Kind.BOOL:
         return Schema(
-            one_of=[Schema(type=OpenAPIType.BOOLEAN), Schema(type=STRING, enum=list(_TRUTHS))]
+            one_of=[
+                Schema(type=OpenAPIType.BOOLEAN),
+                Schema(type=STRING, enum=[*TRUE_VALUES, *FALSE_VALUES]),
+            ]
         )
     else:
         value = Schema(type=STRING, pattern=NOT_BLANK)

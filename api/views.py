@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from api.problems import Problem
 from api.schemas import ErrorRow, JobView, Progress
 from api.state import AppState
 from engine import jobs
@@ -107,3 +108,25 @@ def events_url(app: AppState, job: Job) -> str:
     path = events_path(job.id)
     query = signed_query(app.signing_secret, path, app.settings.events_url_ttl_seconds)
     return f"{app.settings.public_url}{path}?{urlencode(query)}"
+
+
+def load_job_view(app: AppState, job_id: str, kind: str | None, owner: str | None) -> JobView:
+    """The job as seen by ``owner`` (None: any owner, for admin tokens); 404 otherwise."""
+    with app.pool.connection() as conn:
+        job = jobs.get(conn, job_id, owner, kind)
+        if job is None:
+            raise Problem(404, f"no {kind or ''} job {job_id}".replace("  ", " "))
+        errors = (
+            jobs.first_errors(conn, job.id, app.settings.inline_errors)
+            if job.kind == "import"
+            else []
+        )
+    url = download_url(app, job) if job.status == "completed" and job.result_key else None
+    return job_view(
+        job,
+        base_url=app.settings.public_url,
+        errors=errors,
+        download_url=url,
+        download_ttl=app.settings.download_url_ttl_seconds,
+        events_url=events_url(app, job),
+    )

@@ -36,10 +36,10 @@ from engine.client.service import Service, partial_path
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-IMPORT_FORMATS = ("csv", "ndjson", "jsonl", "json")
+IMPORT_FORMATS = ("csv", "ndjson", "jsonl", "json", "parquet")
 EXPORT_FORMATS = ("ndjson", "csv", "json", "parquet")
 REPORT_FORMATS = ("ndjson", "json", "csv")
-MODES = ("upsert", "insert", "validate_only")
+MODES = ("upsert", "insert", "merge", "validate_only")
 #: File name endings -> format, for ``-o`` of exports and error reports.
 EXTENSIONS = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json",
               ".parquet": "parquet"}  # fmt: skip

@@ -17,9 +17,8 @@ import pyarrow as pa
 
 #: Compressions an export can be written with (``compression=`` / ``Accept-Encoding``).
 COMPRESSIONS = ("gzip", "zstd")
-#: File name suffix and media type of an export written as a compressed file.
+#: File name suffix of an export written as a compressed file.
 SUFFIXES = {"gzip": ".gz", "zstd": ".zst"}
-MEDIA_TYPES = {"gzip": "application/gzip", "zstd": "application/zstd"}
 #: zlib level for gzip output: level 1 is ~3x faster than 6 for ~10% larger files.
 GZIP_LEVEL = 1
 

@@ -35,7 +35,8 @@ FORMATS = WRITERS
 #: 4 MiB → 310 MB, 1 MiB → 215-230 MB (100K rows: 210-220 MB), and no slower. ~7,500 users a batch.
 BATCH_BYTES = 1024 * 1024
 _BATCH_HINT = "adbc.postgresql.batch_size_hint_bytes"
-_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+#: Spellings of a boolean filter value (``active=yes``).
+TRUE_VALUES, FALSE_VALUES = ("true", "1", "yes"), ("false", "0", "no")
 
 
 class ExportRequestError(BulkioError):
@@ -159,9 +160,9 @@ def _normalise(resource: Resource, flt: Filter, raw: Any) -> str:
     if col.kind is Kind.TIMESTAMP:
         return _timestamp(flt.name, value)
     if col.kind is Kind.BOOL:
-        if value.lower() not in _TRUE + _FALSE:
+        if value.lower() not in TRUE_VALUES + FALSE_VALUES:
             raise ExportRequestError(f"filter {flt.name!r} must be true or false; got {value!r}")
-        return "true" if value.lower() in _TRUE else "false"
+        return "true" if value.lower() in TRUE_VALUES else "false"
     if col.kind is Kind.ENUM:
         return _choose(f"filter {flt.name!r}", value.lower(), col.choices)
     if flt.op is FilterOp.DOMAIN:

@@ -14,6 +14,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.formats import MEDIA_TYPES
+
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
 #: Cells a spreadsheet would evaluate as a formula (CSV injection): a first non-blank character
 #: ``=``, ``+``, ``-`` or ``@`` (spreadsheets skip leading blanks: "  =cmd()", "\t=1"; ``\s`` is
@@ -62,7 +64,7 @@ class Writer:
 
 
 class NdjsonWriter(Writer):
-    content_type = "application/x-ndjson"
+    content_type = MEDIA_TYPES["ndjson"]
     extension = "ndjson"
 
     def batch(self, frame: pl.DataFrame) -> bytes:
@@ -74,7 +76,7 @@ class NdjsonWriter(Writer):
 class JsonWriter(Writer):
     """One JSON array. NDJSON lines never hold a raw newline, so newline → ``,\\n`` is exact."""
 
-    content_type = "application/json"
+    content_type = MEDIA_TYPES["json"]
     extension = "json"
 
     def header(self) -> bytes:
@@ -94,7 +96,7 @@ class JsonWriter(Writer):
 
 
 class CsvWriter(Writer):
-    content_type = "text/csv; charset=utf-8"
+    content_type = MEDIA_TYPES["csv"] + "; charset=utf-8"
     extension = "csv"
 
     def __init__(self, columns: list[str], *, formula_guard: bool = True) -> None:
@@ -124,7 +126,7 @@ class CsvWriter(Writer):
 class ParquetWriter(Writer):
     """Row group per batch; bytes are handed out as soon as the writer flushes them."""
 
-    content_type = "application/vnd.apache.parquet"
+    content_type = MEDIA_TYPES["parquet"]
     extension = "parquet"
 
     def __init__(self) -> None:

@@ -23,8 +23,17 @@ _EXTENSIONS = {
 _COMPRESSED = (".gz", ".zst", ".zstd")
 #: The first bytes of a Parquet file.
 PARQUET_MAGIC = b"PAR1"
+#: The media type of each format (exports, error reports, rejected records, OpenAPI).
+MEDIA_TYPES = {
+    "csv": "text/csv",
+    "ndjson": "application/x-ndjson",
+    "json": "application/json",
+    "parquet": "application/vnd.apache.parquet",
+}
+#: The media type of a file compressed as a whole, by compression.
+COMPRESSED_MEDIA_TYPES = {"gzip": "application/gzip", "zstd": "application/zstd"}
 
-__all__ = ["FORMATS", "PARQUET_MAGIC", "detect_format"]
+__all__ = ["COMPRESSED_MEDIA_TYPES", "FORMATS", "MEDIA_TYPES", "PARQUET_MAGIC", "detect_format"]
 
 
 def detect_format(filename: str | None, declared: str | None, head: bytes = b"") -> str:

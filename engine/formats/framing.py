@@ -23,8 +23,8 @@ from engine.errors import FileError, RecordTooLarge
 NL = 0x0A
 QUOTE = 0x22
 BACKSLASH = 0x5C
-_WS = np.zeros(256, dtype=bool)
-_WS[[0x20, 0x09, 0x0A, 0x0D]] = True
+WS = np.zeros(256, dtype=bool)
+WS[[0x20, 0x09, 0x0A, 0x0D]] = True
 
 
 def as_array(data: bytes | bytearray | memoryview) -> np.ndarray:
@@ -76,7 +76,7 @@ class LineFramer:
         return np.flatnonzero(data == NL) + 1
 
     def finish(self, tail: np.ndarray) -> bool:
-        return bool((~_WS[tail]).any())
+        return bool((~WS[tail]).any())
 
 
 class CsvFramer:
@@ -97,7 +97,7 @@ class CsvFramer:
     def finish(self, tail: np.ndarray) -> bool:
         if self.in_quotes:
             raise FileError("the CSV file ends inside a quoted field (an unbalanced quote)")
-        return bool((~_WS[tail]).any())
+        return bool((~WS[tail]).any())
 
 
 def real_quotes(data: np.ndarray, carried_backslashes: int = 0) -> np.ndarray:
@@ -135,7 +135,7 @@ class JsonArrayFramer:
 
     def scan(self, data: np.ndarray) -> np.ndarray:
         if self.closed:
-            if (~_WS[data]).any():
+            if (~WS[data]).any():
                 raise FileError("unexpected data after the end of the JSON array")
             return np.empty(0, dtype=np.int64)
         quotes = real_quotes(data, self.backslashes)
@@ -150,7 +150,7 @@ class JsonArrayFramer:
         close_at = np.flatnonzero(closes & (depth == 0))
         if len(close_at):
             pos = int(close_at[0])
-            if (~_WS[data[pos + 1 :]]).any():
+            if (~WS[data[pos + 1 :]]).any():
                 raise FileError("unexpected data after the end of the JSON array")
             self.closed = True
             return np.append(ends[ends <= pos], pos)
@@ -198,7 +198,7 @@ def _check_lengths(
 
 def _too_large(buf: bytearray, start: int, lines_before: int, limit: int) -> RecordTooLarge:
     line = lines_before + buf.count(b"\n", 0, start) + 1
-    if not (~_WS[as_array(memoryview(buf)[start : start + limit + 1])]).any():
+    if not (~WS[as_array(memoryview(buf)[start : start + limit + 1])]).any():
         return RecordTooLarge(
             f"more than {limit} bytes of nothing but whitespace from line {line} on "
             "(BULKIO_MAX_RECORD_BYTES): remove the blank run or raise the limit"

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from engine.formats.framing import _WS, BACKSLASH, QUOTE
+from engine.formats.framing import BACKSLASH, QUOTE, WS
 from engine.formats.records import Layout, first_solid, last_solid
 
 #: The column holding each record's text (JSON input only).
@@ -95,13 +95,13 @@ def maybe_not_string(text: pl.Series) -> np.ndarray:
 def _skip_space(arr: np.ndarray, pos: np.ndarray, limit: np.ndarray, step: int) -> np.ndarray:
     """``pos`` moved by ``step`` (1 or -1) past whitespace, not beyond ``limit`` (a no-op for
     compact JSON)."""
-    spaced = np.flatnonzero(_WS[arr[pos]])
+    spaced = np.flatnonzero(WS[arr[pos]])
     if len(spaced):
         pos = pos.copy()
         if step > 0:
-            pos[spaced] = first_solid(arr, pos[spaced], limit[spaced], _WS)
+            pos[spaced] = first_solid(arr, pos[spaced], limit[spaced], WS)
         else:
-            pos[spaced] = last_solid(arr, limit[spaced], pos[spaced] + 1, _WS)
+            pos[spaced] = last_solid(arr, limit[spaced], pos[spaced] + 1, WS)
     return pos
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.formats.framing import _WS, QUOTE, as_array, real_quotes
+from engine.formats.framing import QUOTE, WS, as_array, real_quotes
 from engine.formats.records import last_solid
 
 _COLON = 0x3A
@@ -73,7 +73,7 @@ def top_level_keys(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Key
     )
     top = depth == 1
     colons, owner, first = colons[top], owner[top], first[top]
-    closing = last_solid(arr, first, colons, _WS)
+    closing = last_solid(arr, first, colons, WS)
     n = len(arr)
     is_quote = (closing >= first) & (arr[np.clip(closing, 0, n - 1)] == QUOTE)
     colons, owner, closing = colons[is_quote], owner[is_quote], closing[is_quote]

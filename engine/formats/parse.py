@@ -18,9 +18,9 @@ import pyarrow as pa
 
 from engine.error_rows import empty_errors, malformed
 from engine.formats.framing import (
-    _WS,
     NL,
     QUOTE,
+    WS,
     Block,
     as_array,
     nesting,
@@ -64,7 +64,7 @@ class Parsed:
 
 
 #: Bytes around a JSON record that are not part of it: whitespace and the array's commas.
-_JSON_GAP = _WS.copy()
+_JSON_GAP = WS.copy()
 _JSON_GAP[0x2C] = True
 
 

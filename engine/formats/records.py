@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.formats.framing import _WS, NL, Block, as_array
+from engine.formats.framing import NL, WS, Block, as_array
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ def layout(block: Block) -> Layout:
     arr = as_array(block.data)
     ends = block.ends.astype(np.int64)
     starts = np.concatenate(([0], ends[:-1])).astype(np.int64)
-    first = first_solid(arr, starts, ends, _WS)
+    first = first_solid(arr, starts, ends, WS)
     blank = first >= ends
     newlines = np.flatnonzero(arr == NL)
     anchor = np.where(blank, starts, first)
