@@ -174,6 +174,14 @@ class DeliveryView(msgspec.Struct):
     attempts: list[AttemptView]
 
 
+class AttemptList(msgspec.Struct):
+    """A page of one delivery's attempts, oldest first; ``next`` is the next page."""
+
+    attempts: list[AttemptView]
+    next_after: int | None
+    next: str | None
+
+
 class DeliveryList(msgspec.Struct):
     """A page of deliveries, newest first; ``next`` is the next page."""
 

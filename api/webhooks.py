@@ -23,6 +23,7 @@ from api import job_query
 from api.auth import authorize, principal_of
 from api.problems import GUARDED, PROBLEM, Problem, ProblemDetails, problem_responses
 from api.schemas import (
+    AttemptList,
     AttemptView,
     DeliveryList,
     DeliveryView,
@@ -250,7 +251,9 @@ class WebhookController(Controller):
         description=(
             "Each delivery is one message (`id` is its `webhook-id`) with its state "
             "(`pending`, `delivered`, `failed`) and its newest attempts (`status_code`, "
-            "`duration_ms`, `error`). `next` is the next page."
+            "`duration_ms`, `error`; `attempt_count` says how many there are, and "
+            "`…/deliveries/{delivery_id}/attempts` pages through every one). `next` is the next "
+            "page."
         ),
         responses={**problem_responses(*GUARDED), 404: _NOT_FOUND},
     )
@@ -290,6 +293,64 @@ class WebhookController(Controller):
             query = urlencode({"cursor": next_cursor, "limit": size})
             next_link = f"{app.settings.public_url}{_path(endpoint.id)}/deliveries?{query}"
         return DeliveryList([delivery_view(d) for d in found], next_cursor, next_link)
+
+    @get(
+        "/{webhook_id:str}/deliveries/{delivery_id:str}/attempts",
+        sync_to_thread=True,
+        opt={"scope": READ},
+        summary="Every attempt of one delivery, oldest first",
+        description=(
+            "Each attempt's number, start time, `status_code`, `duration_ms` and `error`, "
+            "redeliveries included. `next` is the next page."
+        ),
+        responses={**problem_responses(*GUARDED), 404: _NOT_FOUND},
+    )
+    def attempts(
+        self,
+        request: Request[Any, Any, Any],
+        app: AppState,
+        webhook_id: str,
+        delivery_id: str,
+        after: str | None = Parameter(
+            default=None,
+            description="Attempts after this attempt number (its page's `next_after`).",
+            schema_extra={"one_of": None, "type": "integer", "minimum": 0, "default": 0},
+        ),
+        limit: str | None = Parameter(
+            default=None,
+            description="Attempts per page.",
+            schema_extra={
+                "one_of": None,
+                "type": "integer",
+                "minimum": 1,
+                "maximum": webhooks.PAGE_MAX,
+                "default": webhooks.PAGE_DEFAULT,
+            },
+        ),
+    ) -> AttemptList:
+        _only(request, ("after", "limit"))
+        endpoint = _endpoint(app, principal_of(request), webhook_id)
+        size = _limit(limit)
+        text = (after or "0").strip()
+        if not (text.isascii() and text.isdigit() and len(text) < 10):
+            raise Problem(400, f"after must be a whole number of at least 0; got {after!r}")
+        found = app.sync(webhooks.list_attempts, endpoint.id, delivery_id, int(text), size)
+        if found is None:
+            raise Problem(404, f"no delivery {delivery_id} of webhook {webhook_id}")
+        page = found[:size]
+        next_after = next_link = None
+        if len(found) > size:
+            next_after = page[-1].n
+            query = urlencode({"after": next_after, "limit": size})
+            next_link = (
+                f"{app.settings.public_url}{_path(endpoint.id)}/deliveries/{delivery_id}"
+                f"/attempts?{query}"
+            )
+        views = [
+            AttemptView(a.n, _iso(a.started_at) or "", a.duration_ms, a.status_code, a.error)
+            for a in page
+        ]
+        return AttemptList(views, next_after, next_link)
 
     @post(
         "/{webhook_id:str}/deliveries/{delivery_id:str}/redeliver",

@@ -420,6 +420,28 @@ def get_delivery(
     return _delivery(row, attempts)
 
 
+def list_attempts(
+    conn: psycopg.Connection[Any], endpoint_id: str, delivery_id: str, after: int, limit: int
+) -> list[Attempt] | None:
+    """Every attempt of one delivery, oldest first, from attempt ``after + 1`` on (a page of
+    ``limit + 1``, so the caller can tell whether more follow); None: no such delivery."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        found = cur.execute(
+            "SELECT 1 FROM webhook_deliveries WHERE id = %s AND endpoint_id = %s",
+            (delivery_id, endpoint_id),
+        ).fetchone()
+        if found is None:
+            return None
+        rows = cur.execute(
+            "SELECT * FROM webhook_attempts WHERE delivery_id = %s AND n > %s ORDER BY n LIMIT %s",
+            (delivery_id, after, limit + 1),
+        ).fetchall()
+    return [
+        Attempt(a["n"], a["started_at"], a["duration_ms"], a["status_code"], a["error"])
+        for a in rows
+    ]
+
+
 def redeliver(conn: psycopg.Connection[Any], endpoint_id: str, delivery_id: str) -> bool:
     """Send a delivered or failed message again, now, with a fresh retry schedule and the same
     ``webhook-id``. False when there is no such delivery; :class:`NotRedeliverable` when it is

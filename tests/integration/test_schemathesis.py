@@ -58,6 +58,7 @@ OPERATIONS = [
     ("DELETE", "/v1/webhooks/{webhook_id}"),
     ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"),
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/attempts"),
     ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"),
     ("POST", "/v1/uploads"),
     ("GET", "/v1/uploads/{upload_id}"),

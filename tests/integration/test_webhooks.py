@@ -481,3 +481,35 @@ def test_the_outbox_row_is_written_by_the_transaction_that_ends_the_job(
         ).fetchone()
         assert rows == (2,)
     receiver.wait_for(2, why=hooks.logs)
+
+
+def test_every_attempt_of_a_delivery_pages_oldest_first(
+    hooks: Bulkio, datadir: Path, receivers: list[Receiver]
+) -> None:
+    """The deliveries list shows each delivery's newest attempts; ``…/attempts`` pages through
+    all of them (a delivery retried for days, and redelivered, has more than the list shows)."""
+    receiver = Receiver()  # never listening: every attempt fails
+    receivers.append(receiver)
+    endpoint = _register(hooks, receiver.url, ["import.completed"])
+    _import(hooks, datadir, seed=9)
+    [delivery] = _until(
+        lambda: [d for d in _deliveries(hooks, endpoint["id"]) if d["attempt_count"] >= 3],
+        hooks,
+        "three failed attempts",
+    )
+    base = f"/v1/webhooks/{endpoint['id']}/deliveries/{delivery['id']}/attempts"
+    seen: list[dict[str, Any]] = []
+    url: str | None = f"{base}?limit=1"
+    while url is not None and len(seen) < 50:
+        res = hooks.client.get(url)
+        assert res.status_code == 200, res.text
+        page = res.json()
+        assert len(page["attempts"]) <= 1
+        seen += page["attempts"]
+        url = page["next"]
+    assert [a["attempt"] for a in seen] == list(range(1, len(seen) + 1))
+    assert len(seen) >= delivery["attempt_count"] >= 3
+    assert all(a["status_code"] is None and a["error"] for a in seen)
+    assert hooks.client.get(f"{base}?after=x").status_code == 400
+    missing = f"/v1/webhooks/{endpoint['id']}/deliveries/msg_{uuid.uuid4().hex}/attempts"
+    assert hooks.client.get(missing).status_code == 404
