@@ -1,4 +1,5 @@
-"""``/v1/imports``: upload (streamed to object storage), status, and the error report."""
+"""``/v1/imports``: upload (streamed to object storage), status, the error report and the
+rejected records."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Generator
 from functools import partial
+from itertools import chain
 from typing import Any
 
 import anyio.to_thread
@@ -27,9 +29,9 @@ from api.uploads import import_job, upload_source
 from api.views import download_url, events_url, job_view
 from engine import db, jobs, netguard, source_url
 from engine.auth import Principal
-from engine.errors import UnsupportedFormat
+from engine.errors import FileError, UnsupportedFormat
 from engine.exports.writers import writer_for
-from engine.formats import FORMATS, PARQUET_MAGIC, detect_format
+from engine.formats import FORMATS, MEDIA_TYPES, PARQUET_MAGIC, detect_format
 from engine.formats.mapping import (
     MAX_MAPPING_BYTES,
     MappingError,
@@ -37,6 +39,7 @@ from engine.formats.mapping import (
     parse_header_case,
     parse_mapping,
 )
+from engine.reports import error_batches, rejected_file, rejected_format
 from engine.resources import IMPORT_MODES, RESOURCE_NAMES
 
 MODES = IMPORT_MODES
@@ -455,6 +458,101 @@ class ImportController(Controller):
                 "Bulkio-Errors-Truncated": "true" if job.errors_truncated else "false",
             },
         )
+
+
+    @get(
+        "/{job_id:str}/rejected",
+        sync_to_thread=True,
+        summary="The failed records of an import, in the upload's own format",
+        description=(
+            "The records that failed, copied from the stored upload, each with its errors: CSV "
+            "gets the original header plus an `_errors` column (`field: code: message`, joined "
+            "by `; `), NDJSON and JSON records an `_errors` member (an array of "
+            "`{field, code, message}`), Parquet an `_errors` column of such structs. Fix the "
+            "values and import the file as it is: `_errors` is ignored. Not compressed, even if "
+            "the upload was. `Bulkio-Rejected-Records` gives their number. 409 while the job "
+            "runs, and when it stored only its first error rows (BULKIO_MAX_ERROR_ROWS): the "
+            "file would miss records."
+        ),
+        opt={"scope": "imports:read"},
+        responses=problem_responses(*GUARDED, 404, 409),
+        operation_class=operation(content={200: files([MEDIA_TYPES[f] for f in FORMATS])}),
+    )
+    def rejected_records(
+        self, request: Request[Any, Any, Any], app: AppState, job_id: str
+    ) -> Stream:
+        principal = principal_of(request)
+        job = app.sync(jobs.get, job_id, principal.owner_filter(), "import")
+        if job is None:
+            raise Problem(404, f"no import job {job_id}")
+        if not job.terminal:
+            raise Problem(
+                409, f"the import is {job.status}: its rejected records are ready when it ends"
+            )
+        if job.errors_truncated:
+            raise Problem(
+                409,
+                f"this import stored only the first {job.stored_errors} of its "
+                f"{job.error_count} error rows (BULKIO_MAX_ERROR_ROWS), so a file of its rejected "
+                "records would leave some out: use the error report "
+                f"(GET /v1/imports/{job.id}/errors), or raise BULKIO_MAX_ERROR_ROWS and import "
+                "again",
+            )
+        slot = app.slots.take_stream(principal)
+        try:
+            body, fmt = _rejected(app, job)
+            first = next(body)  # reads the stored file's start: its errors are still a problem
+        except BaseException:
+            app.slots.release(slot)
+            raise
+
+        def release() -> None:
+            try:
+                body.close()
+            finally:
+                app.slots.release(slot)
+
+        rest = ClosingStream(body, release)
+        return GuardedStream(
+            chain([first], rest),
+            closing=rest,
+            stall_seconds=app.settings.stream_stall_seconds,
+            media_type=MEDIA_TYPES[fmt],
+            headers={
+                "Content-Disposition": f'attachment; filename="rejected-{job.id}.{fmt}"',
+                "Bulkio-Rejected-Records": str(int(job.failed)),
+            },
+        )
+
+
+def _rejected(app: AppState, job: jobs.Job) -> tuple[Generator[bytes, None, None], str]:
+    """The rejected file's bytes (engine.reports) and its format; 409 when the upload
+    is not stored (a URL import whose fetch failed) or cannot be read again."""
+    stored = app.storage.read(job.object_key) if job.object_key else iter(())
+    try:
+        head = next(stored, None)
+    except FileNotFoundError:
+        head = None
+    if head is None:
+        raise Problem(409, f"import {job.id} has no stored file to read its records from")
+    fmt = rejected_format(job.format, head)
+    s = app.settings
+
+    def body() -> Generator[bytes, None, None]:
+        with db.connect_bulk(s.database_url, name=STREAM_CONNECTION) as conn:
+            try:
+                yield from rejected_file(
+                    chain([head], stored),
+                    fmt,
+                    error_batches(conn, job.id),
+                    max_decompressed_bytes=s.max_decompressed_bytes,
+                    max_record_bytes=s.max_record_bytes,
+                    batch_bytes=s.batch_bytes,
+                )
+            except FileError as exc:
+                raise Problem(409, f"the stored file cannot be read again: {exc}") from exc
+
+    return body(), fmt
 
 
 async def _checked_source_url(app: AppState, raw: str) -> str:
