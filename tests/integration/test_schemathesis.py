@@ -44,6 +44,7 @@ OPERATIONS = [
     ("GET", "/v1/imports/{job_id}/errors"),
     ("GET", "/v1/imports/{job_id}/errors/page"),
     ("GET", "/v1/imports/{job_id}/errors/summary"),
+    ("GET", "/v1/imports/{job_id}/rejected"),
     ("GET", "/v1/jobs"),
     ("GET", "/v1/jobs/{job_id}"),
     ("POST", "/v1/jobs/{job_id}/cancel"),
