@@ -60,19 +60,24 @@ def top_level_keys(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Key
     colons, owner = colons[inside_records], owner[inside_records]
     keep = outside(colons, owner)
     colons, owner = colons[keep], owner[keep]
-    brackets = np.flatnonzero(np.isin(arr, _OPENERS + _CLOSERS))
-    b_owner = _record_of(ends, brackets)
-    in_rec = b_owner < len(ends)
-    brackets, b_owner = brackets[in_rec], b_owner[in_rec]
-    brackets = brackets[outside(brackets, b_owner)]
-    is_open = np.isin(arr[brackets], _OPENERS)
-    opens, closes = brackets[is_open], brackets[~is_open]
     first = starts[owner]
-    depth = (np.searchsorted(opens, colons) - np.searchsorted(opens, first)) - (
-        np.searchsorted(closes, colons) - np.searchsorted(closes, first)
-    )
-    top = depth == 1
-    colons, owner, first = colons[top], owner[top], first[top]
+    # A colon outside strings separates a key from its value in some object; when no record
+    # holds more than one ``{`` (its own; counted in strings too), every such colon is top-level.
+    braces = _record_of(ends, np.flatnonzero(arr == _OPENERS[0]))
+    if len(braces) and np.bincount(braces, minlength=len(ends) + 1)[: len(ends)].max() > 1:
+        opening_bytes = (arr == _OPENERS[0]) | (arr == _OPENERS[1])
+        brackets = np.flatnonzero(opening_bytes | (arr == _CLOSERS[0]) | (arr == _CLOSERS[1]))
+        b_owner = _record_of(ends, brackets)
+        in_rec = b_owner < len(ends)
+        brackets, b_owner = brackets[in_rec], b_owner[in_rec]
+        brackets = brackets[outside(brackets, b_owner)]
+        is_open = opening_bytes[brackets]
+        opens, closes = brackets[is_open], brackets[~is_open]
+        depth = (np.searchsorted(opens, colons) - np.searchsorted(opens, first)) - (
+            np.searchsorted(closes, colons) - np.searchsorted(closes, first)
+        )
+        top = depth == 1
+        colons, owner, first = colons[top], owner[top], first[top]
     closing = last_solid(arr, first, colons, WS)
     n = len(arr)
     is_quote = (closing >= first) & (arr[np.clip(closing, 0, n - 1)] == QUOTE)

@@ -136,6 +136,12 @@ def test_keys_folded_and_held_at_the_top_level_only() -> None:
     assert held["email"].tolist() == [True, False, False, False, False]
     assert held["x"].tolist() == [True, False, False, False, False]
     assert not held["Name"].any()
+    # without nested objects every colon outside strings is a top-level key's (a shortcut)
+    flat = b'{"A": "x:y", "b": [1, 2]}\n[1]\n{"B":1 ,"c" :"\\":"}\n'
+    starts, ends = records_of(flat)
+    assert fold_keys(flat, starts, ends) == flat.replace(b'"A"', b'"a"').replace(b'"B"', b'"b"')
+    held = holding(fold_keys(flat, starts, ends), starts, ends, ["b", "c"])
+    assert (held["b"].tolist(), held["c"].tolist()) == ([True, False, True], [False, False, True])
 
 
 def test_csv_header_through_a_mapping() -> None:
