@@ -12,13 +12,14 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from api.auth import authorize, idempotency_key, principal_of
+from api.idempotency import IdempotentCreate, accepted
 from api.limits import JSON_BODY_BYTES
 from api.openapi import COMPRESSED_MEDIA, EXPORT_MEDIA, NO_COMPRESSION, files, operation
 from api.problems import GUARDED, Problem, problem_responses
 from api.schemas import ExportRequest, JobView
 from api.state import AppState
 from api.streaming import STREAM_CONNECTION, ClosingStream, GuardedStream
-from api.views import events_url, job_view, load_job_view
+from api.views import load_job_view
 from engine import db, jobs, metrics
 from engine.exports.query import (
     COMPRESSIONS,
@@ -211,16 +212,10 @@ class ExportController(Controller):
             data.compression,
             data.formula_guard,
         )
-        key = idempotency_key(request)
         digest = jobs.request_hash("export", json.dumps(spec.options(), sort_keys=True))
-        base = app.settings.public_url
-        if key is not None and isinstance(app.sync(jobs.reserve_key, owner, key), str):
-            job = app.sync(jobs.replay, owner, key, digest)
-            return Response(
-                job_view(job, base_url=base, replayed=True, events_url=events_url(app, job)),
-                status_code=202,
-                headers={"Idempotent-Replayed": "true"},
-            )
+        idem = IdempotentCreate(app, owner, idempotency_key(request))
+        if idem.reserve():
+            return idem.replay(digest)
         try:
             job = app.slots.create_job(
                 principal,
@@ -234,21 +229,11 @@ class ExportController(Controller):
                 options=spec.options(),
                 file_name=spec.file_name,
             )
-            if key is not None:
-                app.sync(jobs.complete_key, owner, key, digest, job.id)
+            idem.created(job, digest)
         except BaseException:
-            if key is not None:
-                app.sync(jobs.release_key, owner, key)
+            idem.abandon()
             raise
-        try:
-            app.doorbell.ring(job.id)
-        except Exception:  # the reconciler re-enqueues a job whose message is lost
-            log.warning("could not enqueue the export job", extra={"job_id": job.id})
-        headers = {"Location": f"/v1/exports/{job.id}"}
-        if key is not None:
-            headers["Idempotent-Replayed"] = "false"
-        view = job_view(job, base_url=base, events_url=events_url(app, job))
-        return Response(view, status_code=202, headers=headers)
+        return accepted(app, job, f"/v1/exports/{job.id}", keyed=idem.key is not None)
 
     @get(
         "/{job_id:str}",
