@@ -242,7 +242,11 @@ def _mapped_header(
             f"mode=merge matches records by {' or '.join(match_keys)}: the CSV header needs a "
             f"column {expected}; {found}"
         )
-    unknown = [n for n, target in zip(names, resolved, strict=True) if target is None]
+    unknown = [
+        n
+        for n, target in zip(names, resolved, strict=True)
+        if target is None and n != parquet.ERRORS_COLUMN
+    ]
     warnings = [f"ignored unknown column(s): {_listing(unknown)}"] if unknown else []
     keys = {fields.key(n) for n in names}
     absent = [s for s in fields.mapping if fields.key(s) not in keys]
@@ -495,7 +499,11 @@ def _warn_unknown_keys(header: Header, block: Block, fmt: str, columns: Sequence
 
 def _warn_unread_keys(header: Header, block: Block, fmt: str, fields: FieldMap) -> None:
     """:func:`_warn_unknown_keys` for keys read through a FieldMap."""
-    unknown = sorted(k for k in json_keys(block, array=fmt == "json") if fields.field_of(k) is None)
+    unknown = sorted(
+        k
+        for k in json_keys(block, array=fmt == "json")
+        if fields.field_of(k) is None and k != parquet.ERRORS_COLUMN
+    )
     if unknown:
         header.warnings.append(f"ignored unknown key(s): {_listing(unknown)}")
 

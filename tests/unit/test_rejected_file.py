@@ -11,6 +11,8 @@ import polars as pl
 import pytest
 
 from engine.errors import FileError
+from engine.formats.mapping import FieldMap
+from engine.formats.reader import Header, read_batches
 from engine.reports import by_row, rejected_file
 
 SCHEMA = {"row": pl.Int64, "field": pl.String, "code": pl.String, "message": pl.String}
@@ -93,3 +95,27 @@ def test_reading_stops_after_the_last_failed_record() -> None:
 def test_error_rows_beyond_the_file_are_refused() -> None:
     with pytest.raises(FileError, match="does not hold the records"):
         out(b"a\n1\n2\n", "csv", errors((2, "a", "x", "m"), (2, "b", "x", "m"), (9, "a", "x", "m")))
+
+
+@pytest.mark.parametrize("mapped", [False, True], ids=["plain", "mapping"])
+@pytest.mark.parametrize(
+    ("fmt", "data"),
+    [
+        ("csv", b'id,name,_errors,extra\n1,a,"name: x: y",z\n'),
+        ("ndjson", b'{"id": "1", "name": "a", "_errors": [{"field": "name"}], "extra": 1}\n'),
+        ("json", b'[{"id": "1", "_errors": [], "extra": 1}]'),
+    ],
+)
+def test_a_rejected_files_errors_are_ignored_without_a_warning(
+    fmt: str, data: bytes, mapped: bool
+) -> None:
+    columns = ["id", "name"]
+    fields = FieldMap.of(columns, {"header_case": "insensitive"}) if mapped else None
+    headers: list[Header] = []
+    batches = list(
+        read_batches([data], fmt, columns, [], batch_rows=10, max_record_bytes=1 << 20,
+                     max_decompressed_bytes=1 << 20, header_out=headers, fields=fields)
+    )  # fmt: skip
+    assert batches[0].frame["id"].to_list() == ["1"]
+    key = "column" if fmt == "csv" else "key"
+    assert headers[0].warnings == [f"ignored unknown {key}(s): extra"]
