@@ -14,6 +14,7 @@ import importlib.util
 import itertools
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +26,11 @@ GENERATOR = ROOT / "testdata" / "generate.py"
 #: Import formats of the suite (the issue: users CSV, articles and comments NDJSON).
 IMPORT_FORMATS = {"users": "csv", "articles": "ndjson", "comments": "ndjson"}
 #: Media types sent with the uploads.
-MEDIA_TYPES = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
+MEDIA_TYPES = {
+    "csv": "text/csv",
+    "ndjson": "application/x-ndjson",
+    "parquet": "application/vnd.apache.parquet",
+}
 
 
 def _load_generator() -> ModuleType:
@@ -53,9 +58,13 @@ class DataFile:
     format: str  # csv | ndjson | plain (psql \copy CSV)
     rows: int  # records in the file
     valid: int  # records that must be stored
+    #: the file is zstd-compressed (its format is what it holds)
+    zstd: bool = False
 
     @property
     def media_type(self) -> str:
+        if self.zstd:
+            return "application/zstd"
         return MEDIA_TYPES["csv" if self.format == "plain" else self.format]
 
 
@@ -132,3 +141,59 @@ def split_csv(source: DataFile, parts: int) -> list[DataFile]:
     return [
         DataFile(out, source.resource, "csv", n, n) for out, n in zip(outs, counts, strict=True)
     ]
+
+
+def _derived(source: DataFile, suffix: str, write: Callable[[Path], None]) -> Path:
+    """``source``'s path plus ``suffix``, written by ``write`` on first use (atomically)."""
+    out = source.path.with_name(source.path.name + suffix)
+    if not out.is_file():
+        partial = CACHE / f".partial-{os.getpid()}-{out.name}"
+        try:
+            write(partial)
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
+    return out
+
+
+def parquet_file(source: DataFile) -> DataFile:
+    """``source`` (a clean users CSV import file) as Parquet with typed columns (``active``
+    boolean, timestamps in UTC, strings), in ONE row group: the case where a reader that does not
+    stream inside row groups would hold the whole file. Timestamps are parsed as the import
+    parses them (engine.imports.validate.parse_timestamps)."""
+    if source.resource != "users" or source.format != "csv" or source.valid != source.rows:
+        raise ValueError("parquet_file converts a clean users CSV import file")
+
+    def write(path: Path) -> None:
+        import polars as pl
+        import pyarrow.parquet as pq
+
+        from engine.imports.validate import parse_timestamps
+
+        frame = pl.read_csv(source.path, infer_schema=False)
+        typed = frame.with_columns(
+            pl.col("active")
+            .str.to_lowercase()
+            .replace_strict({"true": True, "false": False}, default=None, return_dtype=pl.Boolean),
+            parse_timestamps(frame["created_at"]),
+            parse_timestamps(frame["updated_at"]),
+        )
+        pq.write_table(typed.to_arrow(), path, row_group_size=typed.height)
+
+    path = _derived(source, ".parquet", write)
+    return DataFile(path, source.resource, "parquet", source.rows, source.valid)
+
+
+def zstd_file(source: DataFile) -> DataFile:
+    """``source`` compressed with zstd (pyarrow's stream, level 1), one frame."""
+
+    def write(path: Path) -> None:
+        import pyarrow as pa
+
+        with open(source.path, "rb") as src, pa.OSFile(str(path), "wb") as raw, \
+                pa.CompressedOutputStream(raw, "zstd") as out:  # fmt: skip
+            while chunk := src.read(1 << 22):
+                out.write(chunk)
+
+    path = _derived(source, ".zst", write)
+    return DataFile(path, source.resource, source.format, source.rows, source.valid, zstd=True)

@@ -107,6 +107,30 @@ FIGURES: tuple[Figure, ...] = (
         target=_t("ratio", "<=", 1.5),
         stretch=_t("ratio", "<=", 0.8),
     ),
+    Figure(
+        "import.users.parquet",
+        "bulkio import users (Parquet, one row group), 1M, end to end",
+        baseline="import.users.copy",
+        ratio="time",
+    ),
+    Figure(
+        "rss.users.parquet.1m",
+        "worker peak RSS, users Parquet 1M",
+        unit="MiB",
+        target=_t("value", "<=", 512),
+    ),
+    Figure(
+        "import.users.zstd",
+        "bulkio import users (CSV, zstd), 1M, end to end",
+        baseline="import.users.copy",
+        ratio="time",
+    ),
+    Figure(
+        "rss.users.zstd.1m",
+        "worker peak RSS, users CSV zstd 1M",
+        unit="MiB",
+        target=_t("value", "<=", 512),
+    ),
     Figure("import.articles.copy", "psql \\copy articles (CSV), 1M"),
     Figure(
         "import.articles.bulkio",
