@@ -3,7 +3,6 @@ rejected records."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Generator
@@ -19,6 +18,7 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from api.auth import authorize, idempotency_key, principal_of
+from api.idempotency import IdempotentCreate, accepted
 from api.multipart import MultipartError, StreamingForm, boundary_of
 from api.openapi import files, import_body, operation
 from api.problems import GUARDED, Problem, problem_responses
@@ -26,7 +26,7 @@ from api.schemas import JobView
 from api.state import AppState
 from api.streaming import STREAM_CONNECTION, ClosingStream, GuardedStream
 from api.uploads import import_job, upload_source
-from api.views import download_url, events_url, job_view
+from api.views import load_job_view
 from engine import db, jobs, netguard, source_url
 from engine.auth import Principal
 from engine.errors import FileError, UnsupportedFormat
@@ -227,11 +227,8 @@ class ImportController(Controller):
         self, app: AppState, request: Request[Any, Any, Any], principal: Principal, slot: str
     ) -> Response[JobView]:
         owner = principal.owner
-        key = idempotency_key(request)
-        stored_hash: str | None = None
-        if key is not None:
-            reserved = await app.run(jobs.reserve_key, owner, key)
-            stored_hash = reserved if isinstance(reserved, str) else None
+        idem = IdempotentCreate(app, owner, idempotency_key(request))
+        replaying = await anyio.to_thread.run_sync(idem.reserve)
         job_id = jobs.new_job_id()
         object_key = f"imports/{job_id}/source"
         upload = _Upload(app.settings.max_upload_bytes)
@@ -253,7 +250,7 @@ class ImportController(Controller):
                         if part.name == "file" and not got_file:
                             got_file = True
                             file_name = clean_file_name(part.filename) or file_name
-                            if stored_hash is None:
+                            if not replaying:
                                 await app.storage.put_stream(object_key, upload.tap(data))
                                 stored = True
                             else:
@@ -277,7 +274,7 @@ class ImportController(Controller):
                 got_file = upload.size > 0
             else:
                 got_file = True
-                if stored_hash is None:
+                if not replaying:
                     await app.storage.put_stream(object_key, upload.tap(request.stream()))
                     stored = True
                 else:
@@ -302,20 +299,13 @@ class ImportController(Controller):
             max_errors = _max_errors(fields.get("max_errors"))
             options = _mapping_options(app, fields, resource)
             if url is not None:  # last: it may wait for DNS
-                if stored_hash is None:  # a replay creates nothing: no need to look again
+                if not replaying:  # a replay creates nothing: no need to look again
                     url = await _checked_source_url(app, url)
                 sha = f"url={url.strip()}"
             cap = [] if max_errors is None else [f"max_errors={max_errors}"]
             digest = jobs.request_hash(resource, fmt, mode, sha, *cap, *_mapping_hash(options))
-            if key is not None and stored_hash is not None:
-                job = await app.run(jobs.replay, owner, key, digest)
-                view = job_view(
-                    job,
-                    base_url=app.settings.public_url,
-                    replayed=True,
-                    events_url=events_url(app, job),
-                )
-                return Response(view, status_code=202, headers={"Idempotent-Replayed": "true"})
+            if replaying:
+                return await anyio.to_thread.run_sync(idem.replay, digest)
             job_fields: dict[str, Any] = {
                 "job_id": job_id,
                 "kind": "import",
@@ -340,25 +330,13 @@ class ImportController(Controller):
             else:  # the upload becomes the job's source, once
                 create = partial(import_job, app, principal, slot, source.id, **job_fields)
             job = await anyio.to_thread.run_sync(create)
-            if key is not None:
-                await app.run(jobs.complete_key, owner, key, digest, job.id)
+            await anyio.to_thread.run_sync(idem.created, job, digest)
         except BaseException:
             if stored:
                 app.storage.delete(object_key)
-            if key is not None and stored_hash is None:
-                await app.run(jobs.release_key, owner, key)
+            await anyio.to_thread.run_sync(idem.abandon)
             raise
-        # Redis down: the job stays queued and the reconciler enqueues it later.
-        with contextlib.suppress(Exception):
-            app.doorbell.ring(job.id)
-        headers = {"Location": f"/v1/imports/{job.id}"}
-        if key is not None:
-            headers["Idempotent-Replayed"] = "false"
-        return Response(
-            job_view(job, base_url=app.settings.public_url, events_url=events_url(app, job)),
-            status_code=202,
-            headers=headers,
-        )
+        return accepted(app, job, f"/v1/imports/{job.id}", keyed=idem.key is not None)
 
     @staticmethod
     def _check(
@@ -403,7 +381,7 @@ class ImportController(Controller):
     )
     def status(self, request: Request[Any, Any, Any], app: AppState, job_id: str) -> JobView:
         owner = principal_of(request).owner_filter()
-        return _job_view(app, job_id, "import", owner)
+        return load_job_view(app, job_id, "import", owner)
 
     @get(
         "/{job_id:str}/errors",
@@ -417,9 +395,7 @@ class ImportController(Controller):
         ),
         opt={"scope": "imports:read"},
         responses=problem_responses(*GUARDED, 404),
-        operation_class=operation(
-            content={200: files(["application/x-ndjson", "application/json", "text/csv"])}
-        ),
+        operation_class=operation(content={200: files([MEDIA_TYPES[f] for f in REPORT_FORMATS])}),
     )
     def errors(
         self,
@@ -458,7 +434,6 @@ class ImportController(Controller):
                 "Bulkio-Errors-Truncated": "true" if job.errors_truncated else "false",
             },
         )
-
 
     @get(
         "/{job_id:str}/rejected",
@@ -578,28 +553,6 @@ def _max_errors(raw: str | None) -> int | None:
             400, f"max_errors must be a whole number from 0 to {MAX_ERRORS_LIMIT}; got {raw!r}"
         )
     return int(value)
-
-
-def _job_view(app: AppState, job_id: str, kind: str | None, owner: str | None) -> JobView:
-    """The job as seen by ``owner`` (None: any owner, for admin tokens); 404 otherwise."""
-    with app.pool.connection() as conn:
-        job = jobs.get(conn, job_id, owner, kind)
-        if job is None:
-            raise Problem(404, f"no {kind or ''} job {job_id}".replace("  ", " "))
-        errors = (
-            jobs.first_errors(conn, job.id, app.settings.inline_errors)
-            if job.kind == "import"
-            else []
-        )
-    url = download_url(app, job) if job.status == "completed" and job.result_key else None
-    return job_view(
-        job,
-        base_url=app.settings.public_url,
-        errors=errors,
-        download_url=url,
-        download_ttl=app.settings.download_url_ttl_seconds,
-        events_url=events_url(app, job),
-    )
 
 
 def _report(app: AppState, job_id: str, writer: Any) -> Generator[bytes, None, None]:
