@@ -568,14 +568,7 @@ def _report(app: AppState, job_id: str, writer: Any) -> Generator[bytes, None, N
             f"SELECT stored_errors, error_count FROM jobs WHERE id = '{uuid.UUID(job_id)}'::uuid"
         )
         counts = cur.fetchone()
-        cur.execute(
-            "SELECT row_no AS row, line_no AS line, field, code, message, value FROM job_errors "
-            # A literal of a parsed UUID, not a bind parameter: the ADBC driver returns a query
-            # with parameters as one single batch (measured), which would defeat streaming.
-            f"WHERE job_id = '{uuid.UUID(job_id)}'::uuid ORDER BY row_no, field NULLS FIRST"
-        )
-        reader = cur.fetch_record_batch()
-        for batch in reader:
+        for batch in jobs.stream_errors(cur, job_id):
             yield writer.batch(pl.from_arrow(batch))  # type: ignore[arg-type]
     if counts is not None and counts[0] < counts[1]:
         yield writer.batch(_truncation_marker(int(counts[0]), int(counts[1])))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -181,6 +182,24 @@ def get(
         (job_id, owner, owner, kind, kind),
     )
     return from_row(row) if row else None
+
+
+#: Columns of an error row, as the reports name them.
+ERROR_COLUMNS = ("row", "line", "field", "code", "message", "value")
+
+
+def stream_errors(cur: Any, job_id: str, columns: Sequence[str] = ERROR_COLUMNS) -> Any:
+    """The job's error rows in report order (by row, record-level errors first), as an Arrow
+    record batch reader from the ADBC cursor ``cur``. The job id goes in as the literal of a
+    parsed UUID, not a bind parameter: the ADBC driver returns a query with parameters as one
+    single batch (measured), which would defeat streaming."""
+    names = {"row": "row_no AS row", "line": "line_no AS line"}
+    select = ", ".join(names.get(c, c) for c in columns)
+    cur.execute(
+        f"SELECT {select} FROM job_errors WHERE job_id = '{uuid.UUID(job_id)}'::uuid "
+        "ORDER BY row_no, field NULLS FIRST"
+    )
+    return cur.fetch_record_batch()
 
 
 def first_errors(conn: psycopg.Connection[Any], job_id: str, limit: int) -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from engine import jobs
 from engine.errors import FileError, MissingColumns
 from engine.exports.writers import FORMULA_START
 from engine.formats import PARQUET_MAGIC, parquet
@@ -69,16 +70,9 @@ __all__ = ["ERRORS", "by_row", "error_batches", "rejected_file", "rejected_forma
 
 def error_batches(conn: Any, job_id: str) -> Iterator[pl.DataFrame]:
     """The job's error rows (row, field, code, message) by row, streamed from an ADBC connection
-    (a literal of a parsed UUID, not a bind parameter: the driver would return a query with
-    parameters as one batch)."""
-    import uuid
-
+    (``engine.jobs.stream_errors``)."""
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT row_no AS row, field, code, message FROM job_errors "
-            f"WHERE job_id = '{uuid.UUID(job_id)}'::uuid ORDER BY row_no, field NULLS FIRST"
-        )
-        for batch in cur.fetch_record_batch():
+        for batch in jobs.stream_errors(cur, job_id, ("row", "field", "code", "message")):
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
             yield frame
