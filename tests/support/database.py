@@ -9,6 +9,10 @@ module and keeps using ``db``::
     @pytest.fixture(scope="module")
     def database_url(pg_server: PostgresServer) -> Iterator[str]:
         yield from migrated_database(pg_server, "bulkio_orphans")
+
+Such a module cannot also use the session's ``service`` (built on the session's database_url:
+pytest reports a scope mismatch); a module that needs both makes its second database with
+:func:`migrated_database` under another fixture name.
 """
 
 from __future__ import annotations
