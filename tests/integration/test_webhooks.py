@@ -19,13 +19,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from receiver import Answer, Receiver
 
 from engine.retention import cleanup
 from engine.settings import load_settings
 from engine.storage import open_storage
 from tests.support.database import empty, migrated_database
 from tests.support.datafiles import make
+from tests.support.receiver import Answer, Receiver
 from tests.support.servers import PostgresServer
 from tests.support.service import TEST_ENV, Bulkio, make_token
 from tests.support.waits import wait_until
