@@ -269,8 +269,11 @@ def test_a_client_that_disconnects_releases_its_stream_at_once(
     clients = [quick_api.client_for(quick_api.token) for _ in range(3)]
     opened = [c.stream("GET", path, headers={"Accept": "text/event-stream"}) for c in clients]
     streams = [cm.__enter__() for cm in opened]
-    for res in streams:
-        assert next(messages(res)).event == "queued"
+    # Kept alive: a message iterator that is dropped closes its response (httpx closes the
+    # connection when the line iterator is closed), which is a disconnect to the server.
+    following = [messages(res) for res in streams]
+    for stream in following:
+        assert next(stream).event == "queued"
     assert _streams_open(quick_api) == 3
     for cm in opened:
         cm.__exit__(None, None, None)
