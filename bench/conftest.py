@@ -52,7 +52,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     if recorder is None or not recorder.measurements:
         return
     text, path = write_results(recorder, config.stash[_STARTED])
-    terminalreporter.section("bulkio benchmark (issue #4)")
+    terminalreporter.section("bulkio benchmark")
     terminalreporter.write_line(text)
     terminalreporter.write_line(f"\nwritten to {path} and {path.with_suffix('.md')}")
 

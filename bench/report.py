@@ -1,4 +1,4 @@
-"""What the suite reports: the figures, their baselines and targets (issue #4), the measurements
+"""What the suite reports: the figures, their baselines and targets, the measurements
 the benchmarks record, and the final table (terminal, ``bench/results/latest.json`` and ``.md``).
 
 A figure's ratio compares it with its baseline measured in the same run:
