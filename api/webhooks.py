@@ -124,6 +124,21 @@ _CONFLICT = _problem(
 )
 
 
+def _page_limit(what: str) -> Any:
+    """The ``limit`` query parameter of a paged history route."""
+    return Parameter(
+        default=None,
+        description=f"{what} per page.",
+        schema_extra={
+            "one_of": None,
+            "type": "integer",
+            "minimum": 1,
+            "maximum": webhooks.PAGE_MAX,
+            "default": webhooks.PAGE_DEFAULT,
+        },
+    )
+
+
 class WebhookController(Controller):
     path = "/v1/webhooks"
     tags = ["webhooks"]
@@ -267,17 +282,7 @@ class WebhookController(Controller):
             description="Where the previous page ended (its `next_cursor`); opaque.",
             schema_extra={"one_of": None, "type": "string", "pattern": job_query.CURSOR_PATTERN},
         ),
-        limit: str | None = Parameter(
-            default=None,
-            description="Deliveries per page.",
-            schema_extra={
-                "one_of": None,
-                "type": "integer",
-                "minimum": 1,
-                "maximum": webhooks.PAGE_MAX,
-                "default": webhooks.PAGE_DEFAULT,
-            },
-        ),
+        limit: str | None = _page_limit("Deliveries"),
     ) -> DeliveryList:
         _only(request, ("cursor", "limit"))
         endpoint = _endpoint(app, principal_of(request), webhook_id)
@@ -316,17 +321,7 @@ class WebhookController(Controller):
             description="Attempts after this attempt number (its page's `next_after`).",
             schema_extra={"one_of": None, "type": "integer", "minimum": 0, "default": 0},
         ),
-        limit: str | None = Parameter(
-            default=None,
-            description="Attempts per page.",
-            schema_extra={
-                "one_of": None,
-                "type": "integer",
-                "minimum": 1,
-                "maximum": webhooks.PAGE_MAX,
-                "default": webhooks.PAGE_DEFAULT,
-            },
-        ),
+        limit: str | None = _page_limit("Attempts"),
     ) -> AttemptList:
         _only(request, ("after", "limit"))
         endpoint = _endpoint(app, principal_of(request), webhook_id)
