@@ -2,19 +2,18 @@
 
 Redis only rings a doorbell ("work on job X"); the job itself lives in PostgreSQL. The API rings
 it after creating a job, the worker's reconciler rings it again for jobs whose message was lost.
-Both import this module, which loads Dramatiq's broker but nothing of the pipelines: the consumer
-(the actor, the reconciler, the process loop) is :mod:`engine.worker`.
+Both import this module, which loads nothing of the pipelines, and Dramatiq only once a broker is
+made. The consumer (the actor, the reconciler, the process loop) is :mod:`engine.worker`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import dramatiq
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import AgeLimit, Retries, TimeLimit
+from typing import TYPE_CHECKING, Any
 
 from engine.settings import Settings
+
+if TYPE_CHECKING:
+    from dramatiq.brokers.redis import RedisBroker
 
 #: The one actor: ``run_job(job_id)``.
 ACTOR_NAME = "run_job"
@@ -24,6 +23,11 @@ TIME_LIMIT_MS = 12 * 3600 * 1000
 
 
 def create_broker(settings: Settings) -> RedisBroker:
+    # Imported here, not at module level: importing this module (the API does) loads no part of
+    # Dramatiq until a broker is made (in the API's lifespan, or by the worker).
+    from dramatiq.brokers.redis import RedisBroker
+    from dramatiq.middleware import AgeLimit, Retries, TimeLimit
+
     return RedisBroker(
         url=settings.redis_url,
         namespace="bulkio",
@@ -44,6 +48,8 @@ class Doorbell:
         self.broker.declare_queue(self.queue)
 
     def ring(self, job_id: str) -> None:
+        import dramatiq
+
         message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=self.queue, actor_name=ACTOR_NAME, args=(job_id,), kwargs={}, options={}
         )

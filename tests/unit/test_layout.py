@@ -57,6 +57,7 @@ API_MUST_NOT_LOAD = (
     "engine.exports.run",
     "engine.formats.reader",
     "engine.webhook_delivery",
+    "dramatiq.worker",
 )
 
 
